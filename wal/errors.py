@@ -1,0 +1,55 @@
+"""The WAL's exceptions. Every one says what happened, where, and what to do.
+
+Tree::
+
+    WalError
+    ├── CorruptSegmentError   a sealed segment (or a non-tail part of one) is damaged
+    ├── WalLockedError        another writer holds the directory's lock
+    ├── WalWriteError         the disk refused a write, fsync or rename
+    └── WalClosedError        append after close()
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class WalError(Exception):
+    """Root of every error the wal package raises."""
+
+
+class CorruptSegmentError(WalError):
+    """A segment holds bytes that cannot be read as format v1.
+
+    ``offset`` is the byte offset of the zstd frame (or header) where reading failed.
+    """
+
+    def __init__(self, path: Path | str, offset: int, cause: str) -> None:
+        self.path = Path(path)
+        self.offset = offset
+        self.cause = cause
+        super().__init__(
+            f"{self.path}: corrupt at byte offset {offset}: {cause}. "
+            "Frames before this offset are intact; run `wal verify` on the directory "
+            "and restore this segment from a backup if you have one."
+        )
+
+
+class WalLockedError(WalError):
+    """Another process already writes to this WAL directory."""
+
+    def __init__(self, directory: Path, holder: str) -> None:
+        self.directory = directory
+        super().__init__(
+            f"WAL directory {directory} is locked by another writer ({holder}). "
+            "Only one capture daemon may write a directory: stop the other one or "
+            "give this one its own --wal-dir."
+        )
+
+
+class WalWriteError(WalError):
+    """The disk refused an operation; the writer keeps the data in memory and retries."""
+
+
+class WalClosedError(WalError):
+    """The writer was closed; nothing more can be appended."""

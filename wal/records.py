@@ -1,0 +1,112 @@
+"""Record encoding for format v1: one JSON object per ``\\n``-terminated UTF-8 line.
+
+Pure code. Lone surrogates (which a WebSocket text frame cannot carry, but a caller's
+string might) are written as JSON ``\\udXXX`` escapes, so the line is still valid UTF-8
+and the string reads back identical; everything else is written as literal UTF-8.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from typing import Any
+
+FORMAT_VERSION = 1
+
+_encode_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+Record = dict[str, Any]
+
+
+def encode_record(record: Record) -> bytes:
+    """One record as a line of bytes, ``\\n`` included."""
+    text = _encode_utf8(record)
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        # A lone surrogate: escape it (and all non-ASCII) so the line is valid UTF-8.
+        return _encode_ascii(record).encode("ascii") + b"\n"
+
+
+def decode_line(line: bytes) -> Record:
+    """Parse one line (without or with its ``\\n``). Raises ValueError when it is not a
+    JSON object with a string ``type``."""
+    record = json.loads(line.decode("utf-8"))
+    if not isinstance(record, dict) or not isinstance(record.get("type"), str):
+        raise ValueError("line is not a JSON object with a string 'type'")
+    return record
+
+
+def segment_header(seq: int, created_ns: int, writer: str, host: str | None = None) -> Record:
+    return {
+        "type": "segment",
+        "v": FORMAT_VERSION,
+        "seq": seq,
+        "created_ns": created_ns,
+        "host": host if host is not None else socket.gethostname(),
+        "writer": writer,
+    }
+
+
+def frame(ts_ns: int, conn: int, n: int, message: str | bytes) -> Record:
+    """A received WebSocket message: text kept verbatim, binary as base64."""
+    if isinstance(message, str):
+        return {"type": "frame", "ts_ns": ts_ns, "conn": conn, "n": n, "text": message}
+    return {
+        "type": "frame",
+        "ts_ns": ts_ns,
+        "conn": conn,
+        "n": n,
+        "b64": base64.b64encode(message).decode("ascii"),
+    }
+
+
+def frame_payload(record: Record) -> str | bytes:
+    """The message a ``frame`` record holds, as received (str for text, bytes for binary)."""
+    if "text" in record:
+        return str(record["text"])
+    return base64.b64decode(record["b64"])
+
+
+def sent(ts_ns: int, conn: int, text: str) -> Record:
+    return {"type": "sent", "ts_ns": ts_ns, "conn": conn, "text": text}
+
+
+def conn_open(ts_ns: int, conn: int, url: str) -> Record:
+    return {"type": "conn_open", "ts_ns": ts_ns, "conn": conn, "url": url}
+
+
+def conn_close(
+    ts_ns: int, conn: int, url: str, code: int | None, reason: str, error: str | None = None
+) -> Record:
+    record: Record = {
+        "type": "conn_close",
+        "ts_ns": ts_ns,
+        "conn": conn,
+        "url": url,
+        "code": code,
+        "reason": reason,
+    }
+    if error is not None:
+        record["error"] = error
+    return record
+
+
+def stall(ts_ns: int, conn: int, kind: str, silent_s: float) -> Record:
+    return {"type": "stall", "ts_ns": ts_ns, "conn": conn, "kind": kind, "silent_s": silent_s}
+
+
+def dropped(ts_ns: int, count: int, reason: str) -> Record:
+    return {"type": "dropped", "ts_ns": ts_ns, "count": count, "reason": reason}
+
+
+def seal(
+    ts_ns: int, records: int, frames: int, *, recovered: bool = False, truncated_bytes: int = 0
+) -> Record:
+    record: Record = {"type": "seal", "ts_ns": ts_ns, "records": records, "frames": frames}
+    if recovered:
+        record["recovered"] = True
+        record["truncated_bytes"] = truncated_bytes
+    return record

@@ -1,0 +1,393 @@
+"""The WAL writer: hand records over without waiting, a thread makes them durable.
+
+``append`` encodes a record and queues it; it never touches the disk, so an asyncio
+receive loop can call it directly. A background thread takes queued records in batches,
+compresses each batch into one zstd frame, writes it and fdatasyncs it before the next,
+rotates and seals segments. Memory is bounded by ``max_buffer_bytes``: past it records
+are dropped and counted, and a ``dropped`` record is queued as soon as there is room.
+Disk errors are logged and retried with backoff; the data stays in memory meanwhile.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wal import records as rec
+from wal.errors import WalClosedError, WalError, WalLockedError, WalWriteError
+from wal.fsutil import REAL_OPS, FileOps
+from wal.naming import LOCK_NAME, make_name, next_seq
+from wal.policy import DEFAULT_LEVEL, Policy
+from wal.recovery import RecoveryReport, recover_directory
+from wal.segment import OpenSegment, compressor
+from wal.writer_info import DEFAULT_WRITER
+
+log = logging.getLogger(__name__)
+
+RETRY_INITIAL_S = 0.1  # first retry after a disk error
+RETRY_MAX_S = 5.0  # a full disk is retried at least this often
+_FRAME_PREFIX = b'{"type":"frame"'
+
+
+@dataclass
+class WriterStats:
+    """Counters, read by status reports and metrics (plain ints; read without a lock)."""
+
+    appended: int = 0  # records accepted (line numbers handed out)
+    durable: int = 0  # records fsynced; line numbers up to this one are safe
+    dropped_total: int = 0  # records refused because the buffer was full
+    bytes_in: int = 0  # uncompressed bytes made durable
+    bytes_out: int = 0  # compressed bytes written
+    batches: int = 0
+    segments_sealed: int = 0
+    buffered_bytes: int = 0  # accepted but not yet durable
+    last_fsync_s: float = 0.0
+    write_errors: int = 0
+    last_error: str | None = None
+    current_segment: str | None = None
+    recovered: list[RecoveryReport] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Optional callbacks, called from the writer thread (keep them quick)."""
+
+    on_fsync: Callable[[float], None] | None = None  # seconds one batch write+fsync took
+    on_seal: Callable[[Path, dict[str, Any]], None] | None = None  # sealed path, seal record
+    on_error: Callable[[WalWriteError], None] | None = None
+
+
+class WalWriter:
+    """Writes records to segments in ``directory``. Use ``WalWriter.open(...)``."""
+
+    def __init__(
+        self,
+        directory: Path | str,
+        policy: Policy | None = None,
+        *,
+        writer: str = DEFAULT_WRITER,
+        level: int = DEFAULT_LEVEL,
+        ops: FileOps = REAL_OPS,
+        hooks: Hooks | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.directory = Path(directory)
+        self.policy = policy or Policy()
+        self.writer_name = writer
+        self.level = level
+        self.ops = ops
+        self.hooks = hooks or Hooks()
+        self.clock_ns = clock_ns
+        self.monotonic = monotonic
+        self.stats = WriterStats()
+        self._cond = threading.Condition()
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._first_pending_at: float | None = None
+        self._dropped_unrecorded = 0
+        self._closing = False
+        self._closed = False
+        self._retry_at: float | None = None
+        self._retry_delay = RETRY_INITIAL_S
+        self._segment: OpenSegment | None = None
+        self._opened_at = 0.0
+        self._lock_fd: int | None = None
+        self._thread: threading.Thread | None = None
+        self._cctx = compressor(level)
+        self._last_seal: dict[str, Any] = {}
+
+    @classmethod
+    def open(cls, directory: Path | str, policy: Policy | None = None, **kwargs: Any) -> WalWriter:
+        """Lock the directory, recover what a crash left, open a segment, start writing."""
+        writer = cls(directory, policy, **kwargs)
+        writer.start()
+        return writer
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            self.stats.recovered = recover_directory(
+                self.directory, ops=self.ops, writer=self.writer_name, level=self.level,
+                clock_ns=self.clock_ns,
+            )
+            self._open_segment()
+        except BaseException:
+            self._unlock()
+            raise
+        self._thread = threading.Thread(target=self._run, name="wal-writer", daemon=True)
+        self._thread.start()
+
+    # ----- the caller's side (any thread, never blocks on disk) -----
+
+    def append(self, record: rec.Record) -> int:
+        """Queue a record. Returns its line number (>= 1), or 0 when it was dropped
+        because the buffer is full (the drop is counted and recorded later)."""
+        if next(iter(record)) != "type":
+            record = {"type": record["type"], **record}
+        line = rec.encode_record(record)
+        size = len(line)
+        with self._cond:
+            if self._closing:
+                raise WalClosedError(f"WAL writer for {self.directory} is closed")
+            if self.stats.buffered_bytes + size > self.policy.max_buffer_bytes:
+                self._dropped_unrecorded += 1
+                self.stats.dropped_total += 1
+                return 0
+            if self._dropped_unrecorded:
+                self._queue(rec.encode_record(
+                    rec.dropped(self.clock_ns(), self._dropped_unrecorded, "buffer_full")
+                ))
+                log.error("WAL buffer was full: %d records dropped", self._dropped_unrecorded)
+                self._dropped_unrecorded = 0
+            self._queue(line)
+            if self._pending_bytes >= self.policy.batch_bytes:
+                self._cond.notify_all()
+            return self.stats.appended
+
+    def _queue(self, line: bytes) -> None:
+        if not self._pending:
+            self._first_pending_at = self.monotonic()
+            self._cond.notify_all()
+        self._pending.append(line)
+        self._pending_bytes += len(line)
+        self.stats.buffered_bytes += len(line)
+        self.stats.appended += 1
+
+    def wait_durable(self, line_no: int, timeout: float | None = None) -> bool:
+        """Block until line ``line_no`` is fsynced; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.stats.durable >= line_no, timeout)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Ask for everything queued so far to be written now; wait until it is."""
+        with self._cond:
+            target = self.stats.appended
+            self._first_pending_at = 0.0 if self._pending else None
+            self._cond.notify_all()
+        return self.wait_durable(target, timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Write what is queued, seal the segment, release the lock. False when the disk
+        kept failing until ``timeout``: the records still queued are lost, and logged."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                with self._cond:
+                    self._closed = True
+                    lost = self.stats.appended - self.stats.durable
+                    self._cond.notify_all()
+                log.error(
+                    "WAL writer could not finish within %.1fs (%s): %d records were not "
+                    "written; the open segment is sealed by recovery at the next start",
+                    timeout or 0, self.stats.last_error, lost,
+                )
+                thread.join(1.0)
+                self._unlock()
+                return False
+        self._unlock()
+        return True
+
+    # ----- the writer thread -----
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                lines, seal = self._wait_for_work()
+                if lines is None:
+                    return
+            self._write(lines, seal)
+
+    def _wait_for_work(self) -> tuple[list[bytes] | None, bool]:
+        """Under the lock: sleep until work is due and take it: (lines, seal after them).
+        (None, _) means exit."""
+        while True:
+            if self._closed:
+                return None, False
+            now = self.monotonic()
+            if self._retry_at is not None and now < self._retry_at:
+                self._cond.wait(self._retry_at - now)
+                continue
+            segment = self._segment
+            unfinished = segment is not None and segment.seal_written
+            if self._closing and segment is None and not self._pending:
+                return None, False
+            rotate = self._closing or (
+                segment is not None
+                and not segment.seal_written
+                and self.policy.rotate_due(now, self._opened_at, segment.size)
+            )
+            flush = self.policy.flush_due(now, self._first_pending_at, self._pending_bytes)
+            if rotate or flush or unfinished or segment is None:
+                lines = self._pending
+                self._pending = []
+                self._pending_bytes = 0
+                self._first_pending_at = None
+                return lines, rotate
+            self._cond.wait(self._next_deadline(now))
+
+    def _next_deadline(self, now: float) -> float:
+        deadline = self.policy.rotate_deadline(self._opened_at)
+        if self._first_pending_at is not None:
+            deadline = min(deadline, self.policy.flush_deadline(self._first_pending_at))
+        return max(deadline - now, 0.0)
+
+    def _write(self, lines: list[bytes], seal: bool) -> None:
+        """Write ``lines`` as batches of at most batch_bytes, then seal if asked.
+
+        On a disk error, whatever was not made durable goes back to the queue."""
+        chunks = _chunk(lines, self.policy.batch_bytes)
+        done = 0
+        try:
+            if self._segment is not None and self._segment.seal_written:
+                self._finish_segment()  # a rename that failed earlier
+            if self._segment is None and (chunks or not self._closing):
+                self._open_segment()
+            for i, chunk in enumerate(chunks):
+                self._write_batch(chunk, with_seal=seal and i == len(chunks) - 1)
+                done += 1
+            if seal and self._segment is not None and not self._segment.seal_written:
+                self._write_batch([], with_seal=True)
+            if seal and self._segment is not None:
+                self._finish_segment()
+        except WalError as exc:
+            self._failed(exc, [line for chunk in chunks[done:] for line in chunk])
+            return
+        self._retry_delay = RETRY_INITIAL_S
+        if self.stats.last_error is not None:
+            log.warning("WAL writes succeed again in %s", self.directory)
+            self.stats.last_error = None
+
+    def _write_batch(self, chunk: list[bytes], *, with_seal: bool) -> None:
+        segment = self._segment
+        assert segment is not None
+        data = b"".join(chunk)
+        chunk_bytes = len(data)
+        frames = sum(1 for line in chunk if line.startswith(_FRAME_PREFIX))
+        records = len(chunk)
+        if with_seal:
+            seal = rec.seal(self.clock_ns(), segment.records + records + 1, segment.frames + frames)
+            data += rec.encode_record(seal)
+            records += 1
+        compressed = self._cctx.compress(data)
+        started = time.perf_counter()
+        segment.append_frame(compressed, records, frames)
+        elapsed = time.perf_counter() - started
+        if with_seal:
+            segment.seal_written = True
+            self._last_seal = seal
+        self.stats.last_fsync_s = elapsed
+        if self.hooks.on_fsync is not None:
+            self.hooks.on_fsync(elapsed)
+        with self._cond:
+            self.stats.durable += len(chunk)
+            self.stats.buffered_bytes -= chunk_bytes
+            self.stats.bytes_in += len(data)
+            self.stats.bytes_out += len(compressed)
+            self.stats.batches += 1
+            self._cond.notify_all()
+
+    def _finish_segment(self) -> None:
+        segment = self._segment
+        assert segment is not None
+        sealed = segment.finish()
+        self._segment = None
+        self.stats.segments_sealed += 1
+        self.stats.current_segment = None
+        log.info(
+            "sealed %s (%d records, %d frames, %d bytes)",
+            sealed.name, segment.records, segment.frames, segment.size,
+        )
+        if self.hooks.on_seal is not None:
+            self.hooks.on_seal(sealed, self._last_seal)
+
+    def _open_segment(self) -> None:
+        created_ns = self.clock_ns()
+        try:
+            name = make_name(next_seq(self.directory), created_ns, is_open=True)
+        except OSError as exc:
+            raise WalWriteError(f"cannot list {self.directory}: {exc}") from exc
+        segment = OpenSegment.create(self.directory, name, self.ops)
+        header = rec.segment_header(name.seq, created_ns, self.writer_name)
+        try:
+            segment.append_frame(self._cctx.compress(rec.encode_record(header)), 1, 0)
+            self.ops.fsync_dir(self.directory)
+        except (WalError, OSError) as exc:
+            segment.close()
+            (self.directory / name.filename).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise WalWriteError(f"fsync of directory {self.directory} failed: {exc}") from exc
+            raise
+        self._segment = segment
+        self._opened_at = self.monotonic()
+        self.stats.current_segment = name.filename
+
+    def _failed(self, exc: WalError, unwritten: list[bytes]) -> None:
+        """Put ``unwritten`` back at the head of the queue and schedule a retry."""
+        first = self.stats.last_error is None
+        with self._cond:
+            self.stats.write_errors += 1
+            self.stats.last_error = str(exc)
+            self._pending[:0] = unwritten
+            self._pending_bytes += sum(len(line) for line in unwritten)
+            if self._first_pending_at is None and self._pending:
+                self._first_pending_at = self.monotonic()
+            delay = self._retry_delay
+            self._retry_at = self.monotonic() + delay
+            self._retry_delay = min(delay * 2, RETRY_MAX_S)
+        if first:
+            log.error(
+                "WAL write failed: %s. Keeping %d bytes in memory (limit %d MiB) and "
+                "retrying with backoff up to every %.0fs; past the limit records are "
+                "dropped and counted.",
+                exc, self.stats.buffered_bytes, self.policy.max_buffer_bytes >> 20, RETRY_MAX_S,
+            )
+        if self.hooks.on_error is not None and isinstance(exc, WalWriteError):
+            self.hooks.on_error(exc)
+
+    # ----- the directory lock -----
+
+    def _lock(self) -> None:
+        path = self.directory / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown pid"
+            os.close(fd)
+            raise WalLockedError(self.directory, holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def _chunk(lines: list[bytes], limit: int) -> list[list[bytes]]:
+    chunks: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for line in lines:
+        if current and size + len(line) > limit:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(line)
+        size += len(line)
+    if current:
+        chunks.append(current)
+    return chunks
