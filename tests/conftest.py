@@ -1,0 +1,3 @@
+"""Shared fixtures. The throwaway PostgreSQL fixture lives here (section below)."""
+
+# --- PostgreSQL fixture (owned by the loader work) ---
