@@ -113,3 +113,7 @@ def verify_cmd(target: Path) -> None:
     click.echo(f"{checked} segments intact, {problems} corrupt")
     if problems:
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

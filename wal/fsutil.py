@@ -6,6 +6,7 @@ layer that fails with ENOSPC or EIO in its place (a fake, not a mock).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -65,10 +66,8 @@ def write_durably(path: Path | str, data: bytes, ops: FileOps = REAL_OPS) -> Non
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
+    with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
-    except FileNotFoundError:
-        pass
     fd = ops.create(tmp)
     try:
         ops.pwrite(fd, data, 0)

@@ -61,7 +61,9 @@ def recover_directory(
     reports = []
     for name, path in list_segments(directory):
         if name.is_open:
-            report = recover_segment(path, name, ops=ops, writer=writer, level=level, clock_ns=clock_ns)
+            report = recover_segment(
+                path, name, ops=ops, writer=writer, level=level, clock_ns=clock_ns
+            )
             log.warning("crash recovery: %s", report.describe())
             reports.append(report)
     return reports
@@ -89,8 +91,11 @@ def recover_segment(
                 header = rec.segment_header(name.seq, _stamp_ns(name.stamp), writer)
                 segment.append_frame(cctx.compress(rec.encode_record(header)), 1, 0)
             seal = rec.seal(
-                clock_ns(), segment.records + 1, segment.frames,
-                recovered=True, truncated_bytes=truncated,
+                clock_ns(),
+                segment.records + 1,
+                segment.frames,
+                recovered=True,
+                truncated_bytes=truncated,
             )
             segment.append_frame(cctx.compress(rec.encode_record(seal)), 1, 0)
         sealed = segment.finish()

@@ -7,6 +7,7 @@ raised, and the caller may retry with the same data.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from pathlib import Path
 
@@ -70,10 +71,9 @@ class OpenSegment:
 
     def _cut_back(self) -> None:
         assert self.fd is not None
-        try:
+        # Best effort: the next append writes at self.size anyway, over any leftovers.
+        with contextlib.suppress(OSError):
             self.ops.ftruncate(self.fd, self.size)
-        except OSError:
-            pass  # the next append writes at self.size anyway, and pwrite overwrites
 
     def finish(self) -> Path:
         """Rename to the sealed name (the seal frame must already be written)."""

@@ -116,7 +116,10 @@ class WalWriter:
         self._lock()
         try:
             self.stats.recovered = recover_directory(
-                self.directory, ops=self.ops, writer=self.writer_name, level=self.level,
+                self.directory,
+                ops=self.ops,
+                writer=self.writer_name,
+                level=self.level,
                 clock_ns=self.clock_ns,
             )
             self._open_segment()
@@ -143,9 +146,11 @@ class WalWriter:
                 self.stats.dropped_total += 1
                 return 0
             if self._dropped_unrecorded:
-                self._queue(rec.encode_record(
-                    rec.dropped(self.clock_ns(), self._dropped_unrecorded, "buffer_full")
-                ))
+                self._queue(
+                    rec.encode_record(
+                        rec.dropped(self.clock_ns(), self._dropped_unrecorded, "buffer_full")
+                    )
+                )
                 log.error("WAL buffer was full: %d records dropped", self._dropped_unrecorded)
                 self._dropped_unrecorded = 0
             self._queue(line)
@@ -192,7 +197,9 @@ class WalWriter:
                 log.error(
                     "WAL writer could not finish within %.1fs (%s): %d records were not "
                     "written; the open segment is sealed by recovery at the next start",
-                    timeout or 0, self.stats.last_error, lost,
+                    timeout or 0,
+                    self.stats.last_error,
+                    lost,
                 )
                 thread.join(1.0)
                 self._unlock()
@@ -238,6 +245,11 @@ class WalWriter:
                 return lines, rotate
             self._cond.wait(self._next_deadline(now))
 
+    def _rotate_due(self) -> bool:
+        segment = self._segment
+        assert segment is not None
+        return self.policy.rotate_due(self.monotonic(), self._opened_at, segment.size)
+
     def _next_deadline(self, now: float) -> float:
         deadline = self.policy.rotate_deadline(self._opened_at)
         if self._first_pending_at is not None:
@@ -256,8 +268,14 @@ class WalWriter:
             if self._segment is None and (chunks or not self._closing):
                 self._open_segment()
             for i, chunk in enumerate(chunks):
-                self._write_batch(chunk, with_seal=seal and i == len(chunks) - 1)
+                if self._segment is None:
+                    self._open_segment()
+                last = i == len(chunks) - 1
+                self._write_batch(chunk, with_seal=seal and last)
                 done += 1
+                if not last and self._rotate_due():  # a backlog spans several segments
+                    self._write_batch([], with_seal=True)
+                    self._finish_segment()
             if seal and self._segment is not None and not self._segment.seal_written:
                 self._write_batch([], with_seal=True)
             if seal and self._segment is not None:
@@ -308,10 +326,15 @@ class WalWriter:
         self.stats.current_segment = None
         log.info(
             "sealed %s (%d records, %d frames, %d bytes)",
-            sealed.name, segment.records, segment.frames, segment.size,
+            sealed.name,
+            segment.records,
+            segment.frames,
+            segment.size,
         )
         if self.hooks.on_seal is not None:
             self.hooks.on_seal(sealed, self._last_seal)
+        if not self._closing:
+            self._open_segment()
 
     def _open_segment(self) -> None:
         created_ns = self.clock_ns()
@@ -352,7 +375,10 @@ class WalWriter:
                 "WAL write failed: %s. Keeping %d bytes in memory (limit %d MiB) and "
                 "retrying with backoff up to every %.0fs; past the limit records are "
                 "dropped and counted.",
-                exc, self.stats.buffered_bytes, self.policy.max_buffer_bytes >> 20, RETRY_MAX_S,
+                exc,
+                self.stats.buffered_bytes,
+                self.policy.max_buffer_bytes >> 20,
+                RETRY_MAX_S,
             )
         if self.hooks.on_error is not None and isinstance(exc, WalWriteError):
             self.hooks.on_error(exc)

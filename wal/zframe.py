@@ -7,6 +7,10 @@ block headers (RFC 8878, section 3.1.1) to learn where each frame ends.
 
 from __future__ import annotations
 
+import mmap
+
+Buffer = bytes | bytearray | memoryview | mmap.mmap
+
 ZSTD_MAGIC = 0xFD2FB528
 _SKIPPABLE_MASK = 0xFFFFFFF0
 _SKIPPABLE_MAGIC = 0x184D2A50
@@ -24,7 +28,7 @@ class Malformed(Exception):
     """The bytes cannot be a zstd frame; the message says why."""
 
 
-def frame_end(buf: bytes | memoryview, pos: int) -> tuple[int, bool]:
+def frame_end(buf: Buffer, pos: int) -> tuple[int, bool]:
     """Return ``(end, has_checksum)`` for the frame starting at ``pos``.
 
     ``end`` is the offset just past the frame. Skippable frames return

@@ -1,0 +1,166 @@
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.wal.helpers import FAST, read_all, sample_frames, write_segment
+from wal import CorruptSegmentError, Policy, SegmentReader, records
+from wal.fsutil import REAL_OPS
+from wal.naming import make_name
+from wal.segment import OpenSegment, compressor
+
+NS = 1_795_478_764_000_000_000
+
+messages = st.one_of(
+    st.text(),  # any Unicode, lone surrogates included
+    st.binary(max_size=2048),
+    st.builds(lambda s: '{"event_type":"book","x":"' + s + '"}', st.text(max_size=100)),
+)
+record_lists = st.lists(
+    st.tuples(st.integers(0, 5), messages).map(lambda t: records.frame(NS, t[0], 0, t[1]))
+    | st.builds(records.sent, st.just(NS), st.integers(0, 5), st.text(max_size=50))
+    | st.builds(
+        records.stall,
+        st.just(NS),
+        st.integers(0, 5),
+        st.sampled_from(["no_pong", "no_data"]),
+        st.floats(0, 1e6),
+    ),
+    max_size=60,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(recs=record_lists)
+def test_any_records_come_back_identical_with_offsets(tmp_path_factory, recs):
+    directory = tmp_path_factory.mktemp("wal")
+    path = write_segment(directory, recs, Policy(flush_ms=0, batch_bytes=512, rotate_s=3600))
+    got = list(SegmentReader(path).records())
+    assert got[0][1]["type"] == "segment" and got[-1][1]["type"] == "seal"
+    body = [r for _, r in got[1:-1]]
+    assert body == recs
+    for offset, _record in got:  # every offset is the start of the frame holding the record
+        first_of_frame = [r for o, r in got if o == offset]
+        assert next(SegmentReader(path).records(offset))[1] == first_of_frame[0]
+    assert got[-1][1]["frames"] == sum(1 for r in recs if r["type"] == "frame")
+    assert got[-1][1]["records"] == len(got)
+
+
+def test_huge_frames_round_trip(tmp_path):
+    huge_text = "x" * (8 << 20)
+    huge_bin = bytes(range(256)) * (32 << 10)  # 8 MiB
+    recs = [records.frame(NS, 0, 0, huge_text), records.frame(NS, 0, 1, huge_bin)]
+    path = write_segment(tmp_path, recs, Policy(flush_ms=1, batch_bytes=1 << 20, rotate_s=3600))
+    body = read_all(path)[1:-1]
+    assert body[0]["text"] == huge_text
+    assert records.frame_payload(body[1]) == huge_bin
+
+
+def test_reading_from_an_offset_starts_at_that_frame(tmp_path):
+    path = write_segment(tmp_path, sample_frames(500), Policy(flush_ms=0, batch_bytes=1000))
+    batches = list(SegmentReader(path).batches())
+    assert len(batches) > 5
+    middle = batches[3]
+    again = list(SegmentReader(path).batches(middle.offset))
+    assert again[0].lines == middle.lines
+    assert [b.end for b in again] == [b.end for b in batches[3:]]
+
+
+def _open_segment_with_batches(directory, batches):
+    """Write an .open segment of header + batches by hand; return (path, frame ends)."""
+    name = make_name(0, NS, is_open=True)
+    seg = OpenSegment.create(directory, name, REAL_OPS)
+    cctx = compressor(3)
+    ends = []
+    header = records.encode_record(records.segment_header(0, NS, "test"))
+    seg.append_frame(cctx.compress(header), 1, 0)
+    ends.append(seg.size)
+    for batch in batches:
+        data = b"".join(records.encode_record(r) for r in batch)
+        seg.append_frame(cctx.compress(data), len(batch), len(batch))
+        ends.append(seg.size)
+    seg.close()
+    return seg.path, ends
+
+
+def test_reader_stops_at_truncated_frame_at_every_byte(tmp_path):
+    batches = [sample_frames(20), sample_frames(30, conn=1)]
+    path, ends = _open_segment_with_batches(tmp_path, batches)
+    full = path.read_bytes()
+    for cut in range(ends[-2], ends[-1]):
+        path.write_bytes(full[:cut])
+        reader = SegmentReader(path)
+        got = [r for _, r in reader.records()]
+        assert len(got) == 1 + 20, cut
+        assert reader.valid_end == ends[-2]
+        assert (reader.torn_cause is None) == (cut == ends[-2])
+
+
+def test_sealed_segment_that_is_truncated_is_corrupt(tmp_path):
+    path = write_segment(tmp_path, sample_frames(50))
+    data = path.read_bytes()
+    path.write_bytes(data[:-3])
+    with pytest.raises(CorruptSegmentError) as err:
+        read_all(path)
+    assert err.value.path == path and "incomplete" in err.value.cause
+
+
+def test_sealed_segment_cut_at_frame_boundary_misses_seal(tmp_path):
+    path = write_segment(tmp_path, sample_frames(50), Policy(flush_ms=0, batch_bytes=200))
+    batches = list(SegmentReader(path).batches())
+    path.write_bytes(path.read_bytes()[: batches[-2].end])
+    with pytest.raises(CorruptSegmentError, match="seal"):
+        read_all(path)
+
+
+def test_missing_header_is_corrupt(tmp_path):
+    _path, _ = _open_segment_with_batches(tmp_path, [sample_frames(3)])
+    cctx = compressor(3)
+    sealed = tmp_path / "000000000001-20261124T000604Z.jsonl.zst"
+    sealed.write_bytes(cctx.compress(records.encode_record(records.frame(1, 0, 0, "x"))))
+    with pytest.raises(CorruptSegmentError, match="missing segment header") as err:
+        read_all(sealed)
+    assert err.value.offset == 0
+
+
+def test_empty_sealed_file_is_corrupt(tmp_path):
+    empty = tmp_path / "000000000001-20261124T000604Z.jsonl.zst"
+    empty.write_bytes(b"")
+    with pytest.raises(CorruptSegmentError, match="empty"):
+        read_all(empty)
+
+
+def test_bad_json_line_is_corrupt_at_its_frame(tmp_path):
+    path = write_segment(tmp_path, sample_frames(5), FAST)
+    end = next(iter(SegmentReader(path).batches())).end
+    bad = compressor(3).compress(b'{"type":"frame","text":\n')
+    data = path.read_bytes()
+    path.write_bytes(data[:end] + bad + data[end:])
+    with pytest.raises(CorruptSegmentError, match="not a record") as err:
+        read_all(path)
+    assert err.value.offset == end
+
+
+def test_invalid_utf8_line_is_corrupt(tmp_path):
+    path = write_segment(tmp_path, sample_frames(5), FAST)
+    end = next(iter(SegmentReader(path).batches())).end
+    bad = compressor(3).compress(b'{"type":"frame","text":"\xff"}\n')
+    data = path.read_bytes()
+    path.write_bytes(data[:end] + bad + data[end:])
+    with pytest.raises(CorruptSegmentError) as err:
+        read_all(path)
+    assert err.value.offset == end
+
+
+def test_frame_without_checksum_is_corrupt(tmp_path):
+    path = write_segment(tmp_path, sample_frames(5), FAST)
+    end = next(iter(SegmentReader(path).batches())).end
+    import zstandard
+
+    plain = zstandard.ZstdCompressor(write_checksum=False).compress(b'{"type":"x"}\n')
+    data = path.read_bytes()
+    path.write_bytes(data[:end] + plain + data[end:])
+    with pytest.raises(CorruptSegmentError, match="checksum") as err:
+        read_all(path)
+    assert err.value.offset == end

@@ -1,0 +1,50 @@
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wal import records
+from wal.records import decode_line, encode_record
+
+
+def test_encode_is_one_compact_utf8_line():
+    line = encode_record(records.frame(1, 2, 3, '{"price": ".48"} é'))
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert line.startswith(b'{"type":"frame",')
+    assert "é".encode() in line
+
+
+def test_lone_surrogate_is_escaped_and_round_trips():
+    text = "a\udc80b\ud800"
+    line = encode_record(records.frame(1, 0, 0, text))
+    line.decode("utf-8")  # valid UTF-8 on disk
+    assert b"\\udc80" in line
+    assert decode_line(line)["text"] == text
+
+
+def test_binary_frame_round_trips_through_base64():
+    data = bytes(range(256))
+    record = records.frame(1, 0, 0, data)
+    assert "text" not in record
+    assert records.frame_payload(decode_line(encode_record(record))) == data
+
+
+def test_seal_marks_recovery_only_when_recovered():
+    assert "recovered" not in records.seal(1, 2, 3)
+    assert records.seal(1, 2, 3, recovered=True, truncated_bytes=9)["truncated_bytes"] == 9
+
+
+@given(st.text())
+def test_any_text_round_trips(text):
+    line = encode_record(records.frame(5, 1, 2, text))
+    assert decode_line(line)["text"] == text
+    assert json.loads(line)["type"] == "frame"
+
+
+def test_decode_rejects_non_record():
+    for bad in (b"[]", b'{"x":1}', b'{"type":3}'):
+        try:
+            decode_line(bad)
+        except ValueError:
+            continue
+        raise AssertionError(bad)
