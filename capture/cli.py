@@ -1,0 +1,210 @@
+"""The ``capture`` command: ``capture run`` (the daemon) and ``capture status``.
+
+Every option can also be set by an environment variable ``CAPTURE_<NAME>`` (e.g.
+``CAPTURE_WAL_DIR``). Options marked hidden exist for tests and benchmarks only: they
+shorten the exchange's intervals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from websockets.exceptions import InvalidURI
+from websockets.uri import parse_uri
+
+from capture import logs
+from capture.config import Config, Timing
+from capture.daemon import Daemon
+from capture.discovery import DEFAULT_GAMMA_URL
+from capture.errors import CaptureError
+from capture.protocol import DEFAULT_ASSETS_PER_CONN, DEFAULT_URL, MAX_ASSETS_PER_CONN
+from capture.status import read_status, render
+from wal import WalError
+from wal.policy import DEFAULT_FLUSH_MS, DEFAULT_ROTATE_BYTES, DEFAULT_ROTATE_S
+
+
+def _opt(*names: str, **kwargs: Any) -> Any:
+    """An option whose env var is CAPTURE_<NAME>, shown in --help."""
+    env = "CAPTURE_" + names[0].lstrip("-").split("/")[0].replace("-", "_").upper()
+    return click.option(*names, envvar=env, show_envvar=True, **kwargs)
+
+
+def _hidden(name: str, default: float) -> Any:
+    return _opt(name, type=click.FloatRange(min=0.01), default=default, hidden=True)
+
+
+def _metrics_addr(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+    return (host or "0.0.0.0", int(port))
+
+
+def _ws_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        parse_uri(value)
+    except InvalidURI as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Record Polymarket's market WebSocket into a write-ahead log."""
+
+
+@main.command()
+@_opt(
+    "--wal-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="WAL directory (created if missing; one daemon per directory).",
+)
+@_opt("--asset", "assets", multiple=True, help="Token id to subscribe (repeatable).")
+@_opt(
+    "--assets-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File of token ids, one per line, '#' comments; re-read on SIGHUP.",
+)
+@_opt("--discover/--no-discover", default=False, help="Subscribe every open market from Gamma.")
+@_opt("--gamma-url", default=DEFAULT_GAMMA_URL, show_default=True, help="Gamma API base URL.")
+@_opt(
+    "--discover-interval",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds between Gamma refreshes.",
+)
+@_opt(
+    "--url",
+    default=DEFAULT_URL,
+    show_default=True,
+    callback=_ws_url,
+    help="Market channel WebSocket URL.",
+)
+@_opt(
+    "--max-assets-per-conn",
+    type=click.IntRange(1, MAX_ASSETS_PER_CONN),
+    default=DEFAULT_ASSETS_PER_CONN,
+    show_default=True,
+    help="Assets per connection.",
+)
+@_opt(
+    "--custom-features/--no-custom-features",
+    default=True,
+    show_default=True,
+    help="Ask for best_bid_ask, new_market and market_resolved events.",
+)
+@_opt(
+    "--flush-ms",
+    type=click.IntRange(min=0),
+    default=DEFAULT_FLUSH_MS,
+    show_default=True,
+    help="Flush (and fsync) a batch at most this long after its first record.",
+)
+@_opt(
+    "--rotate-seconds",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_ROTATE_S,
+    show_default=True,
+    help="Seal a segment after this many seconds.",
+)
+@_opt(
+    "--rotate-bytes",
+    type=click.IntRange(min=1 << 16),
+    default=DEFAULT_ROTATE_BYTES,
+    show_default=True,
+    help="Seal a segment at this many compressed bytes.",
+)
+@_opt(
+    "--max-buffer-mb",
+    type=click.IntRange(min=2),
+    default=256,
+    show_default=True,
+    help="Memory for records not yet on disk; past it frames are dropped (and counted).",
+)
+@_opt(
+    "--silence-timeout",
+    type=click.FloatRange(min=0.01),
+    default=120.0,
+    show_default=True,
+    help="Reconnect a connection with assets after this many seconds without data.",
+)
+@_opt("--metrics-addr", callback=_metrics_addr, help="Serve Prometheus metrics on HOST:PORT.")
+@_opt(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@_opt("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_hidden("--ping-interval", 10.0)
+@_hidden("--pong-timeout", 30.0)
+@_hidden("--backoff-initial", 1.0)
+@_hidden("--backoff-max", 60.0)
+@_hidden("--status-interval", 5.0)
+@_hidden("--open-spacing", 0.1)
+def run(**o: Any) -> None:
+    """Run the capture daemon until SIGTERM/SIGINT (SIGHUP re-reads --assets-file)."""
+    if not (o["assets"] or o["assets_file"] or o["discover"]):
+        raise click.UsageError("give assets: --asset ID, --assets-file FILE and/or --discover")
+    timing = Timing(
+        ping_interval_s=o["ping_interval"],
+        pong_timeout_s=o["pong_timeout"],
+        silence_timeout_s=o["silence_timeout"],
+        backoff_initial_s=o["backoff_initial"],
+        backoff_max_s=max(o["backoff_max"], o["backoff_initial"]),
+        status_interval_s=o["status_interval"],
+        open_spacing_s=o["open_spacing"],
+    )
+    config = Config(
+        wal_dir=o["wal_dir"],
+        assets=tuple(o["assets"]),
+        assets_file=o["assets_file"],
+        discover=o["discover"],
+        gamma_url=o["gamma_url"],
+        discover_interval_s=o["discover_interval"],
+        url=o["url"],
+        max_assets_per_conn=o["max_assets_per_conn"],
+        custom_features=o["custom_features"],
+        flush_ms=o["flush_ms"],
+        rotate_s=o["rotate_seconds"],
+        rotate_bytes=o["rotate_bytes"],
+        max_buffer_bytes=o["max_buffer_mb"] << 20,
+        metrics_addr=o["metrics_addr"],
+        timing=timing,
+    )
+    logs.setup(o["log_level"], o["log_format"])
+    try:
+        asyncio.run(Daemon(config).run())
+    except (CaptureError, WalError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@_opt(
+    "--wal-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="WAL directory of the daemon to ask.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
+def status(wal_dir: Path, as_json: bool) -> None:
+    """Show what the running daemon is doing (exit 1 when it is not running)."""
+    try:
+        doc = read_status(wal_dir, time.time_ns())
+    except CaptureError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        json.dump(doc, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        click.echo(render(doc))

@@ -1,0 +1,283 @@
+"""One connection to the market channel: connect, subscribe, keep alive, record.
+
+Every message received is appended to the sink (the WAL writer) as it arrives, with
+its receive time and a per-connection counter ``n`` from 0 at each connect. ``append``
+never blocks on disk, so the receive loop never waits for it. Reconnects use our own
+``Backoff`` rather than websockets' ``async for ws in connect(...)``: the delay must
+reset after a healthy minute, 429 must back off, and every attempt must be recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from capture import protocol
+from capture.backoff import Backoff
+from capture.config import MAX_FRAME_BYTES, Timing
+from capture.watchdog import Watchdog
+from wal import records
+
+log = logging.getLogger(__name__)
+
+WATCHDOG_TICK_S = 1.0  # how often watchdogs are checked; their timeouts are 30 s and up
+USER_AGENT = "polymarket-capture/0.1"
+
+
+class Sink(Protocol):
+    def append(self, record: dict[str, Any]) -> int: ...
+
+
+class OpenGate:
+    """Spaces connection opens (first ones and reconnects) ``spacing_s`` apart."""
+
+    def __init__(self, spacing_s: float) -> None:
+        self.spacing_s = spacing_s
+        self._lock = asyncio.Lock()
+        self._last = float("-inf")
+
+    async def wait(self) -> None:
+        async with self._lock:
+            delay = self._last + self.spacing_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._last = time.monotonic()
+
+
+@dataclass
+class ConnStats:
+    """What status and metrics show about one connection (monotonic times)."""
+
+    state: str = "new"  # new, connecting, up, backoff, stopped
+    frames: int = 0
+    bytes: int = 0  # characters of text frames (= bytes for ASCII JSON) + binary bytes
+    connects: int = 0
+    last_frame_at: float | None = None
+    up_since_ns: int | None = None
+    last_close: dict[str, Any] | None = None
+    reconnects: collections.Counter[str] = field(default_factory=collections.Counter)
+    stalls: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class Connection:
+    """A connection slot with a stable id; ``run()`` until ``stop()``."""
+
+    def __init__(
+        self,
+        conn_id: int,
+        url: str,
+        assets: Iterable[str],
+        *,
+        sink: Sink,
+        gate: OpenGate,
+        timing: Timing,
+        custom_features: bool = True,
+        on_new_market: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        self.id = conn_id
+        self.url = url
+        self.assets: dict[str, None] = dict.fromkeys(assets)
+        self.sink = sink
+        self.gate = gate
+        self.timing = timing
+        self.custom_features = custom_features
+        self.on_new_market = on_new_market
+        self.stats = ConnStats()
+        self.backoff = Backoff(timing.backoff_initial_s, timing.backoff_max_s, timing.healthy_s)
+        self.first_attempt = asyncio.Event()  # set once the first connect has succeeded or failed
+        self._ws: ClientConnection | None = None
+        self._on_wire = False  # the initial subscribe went out on the current socket
+        self._stopping = False
+        self._stall_error: str | None = None
+
+    # ----- subscriptions (called from the event loop) -----
+
+    def add(self, assets: list[str]) -> None:
+        new = [a for a in assets if a not in self.assets]
+        self.assets.update(dict.fromkeys(new))
+        if new and self._on_wire:
+            self._send_control(protocol.subscribe(new, custom_features=self.custom_features))
+
+    def remove(self, assets: list[str]) -> None:
+        gone = [a for a in assets if a in self.assets]
+        for asset in gone:
+            del self.assets[asset]
+        if gone and self._on_wire:
+            self._send_control(protocol.unsubscribe(gone))
+
+    def _send_control(self, text: str) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        self._record(records.sent(time.time_ns(), self.id, text))
+        asyncio.get_running_loop().create_task(self._send_quietly(ws, text))
+
+    async def _send_quietly(self, ws: ClientConnection, text: str) -> None:
+        with contextlib.suppress(ConnectionClosed):  # a reconnect resubscribes them all
+            await ws.send(text)
+
+    # ----- lifecycle -----
+
+    async def run(self) -> None:
+        """Connect, record, reconnect with backoff, until ``stop()``."""
+        while not self._stopping:
+            self.stats.state = "connecting"
+            await self.gate.wait()
+            if self._stopping:
+                break
+            await self._session()
+            self.first_attempt.set()
+            if self._stopping:
+                break
+            self.backoff.disconnected(time.monotonic())
+            self.stats.state = "backoff"
+            delay = self.backoff.next_delay()
+            log.info("conn %d: reconnecting in %.1fs", self.id, delay)
+            await asyncio.sleep(delay)
+        self.stats.state = "stopped"
+
+    async def stop(self) -> None:
+        """Stop reading: close the socket (frames received until then are recorded)."""
+        self._stopping = True
+        ws = self._ws
+        if ws is not None:
+            await ws.close(1000, "shutdown")
+
+    async def _session(self) -> None:
+        try:
+            ws = await connect(
+                self.url,
+                max_size=MAX_FRAME_BYTES,
+                ping_interval=None,  # the exchange wants app-level text PINGs instead
+                open_timeout=self.timing.open_timeout_s,
+                close_timeout=self.timing.close_timeout_s,
+                user_agent_header=USER_AGENT,
+            )
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            self._connect_failed(exc)
+            return
+        try:
+            await self._serve(ws)
+        finally:
+            self._ws = None
+            self._on_wire = False
+            await ws.close()  # already closed unless cancelled; releases the socket
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, InvalidStatus):
+            reason = f"http_{exc.response.status_code}"
+        else:
+            reason = "connect_failed"
+        self.stats.reconnects[reason] += 1
+        error = f"{type(exc).__name__}: {exc}"
+        self._record(records.conn_close(time.time_ns(), self.id, self.url, None, "", error))
+        log.warning("conn %d: connect to %s failed: %s", self.id, self.url, error)
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self._stall_error = None
+        self.stats.connects += 1
+        self.stats.state = "up"
+        self.stats.up_since_ns = time.time_ns()
+        self._record(records.conn_open(time.time_ns(), self.id, self.url))
+        self.backoff.connected(time.monotonic())
+        self.first_attempt.set()
+        assets = list(self.assets)
+        text = protocol.initial_subscribe(assets, custom_features=self.custom_features)
+        self._on_wire = True
+        self._record(records.sent(time.time_ns(), self.id, text))
+        log.info("conn %d: connected, subscribing %d assets", self.id, len(assets))
+        watchdog = Watchdog(
+            time.monotonic(), self.timing.pong_timeout_s, self.timing.silence_timeout_s
+        )
+        keepalive: asyncio.Task[None] | None = None
+        error: str | None = None
+        try:
+            await ws.send(text)
+            keepalive = asyncio.create_task(self._keepalive(ws, watchdog))
+            await self._receive(ws, watchdog)
+        except ConnectionClosed as exc:
+            error = None if exc.rcvd is not None and exc.rcvd.code in (1000, 1001) else str(exc)
+        finally:
+            if keepalive is not None:
+                keepalive.cancel()
+            self._closed(ws, error)
+
+    async def _receive(self, ws: ClientConnection, watchdog: Watchdog) -> None:
+        """The hot loop: record every message, then look at what it was."""
+        conn, append, now_ns, monotonic = self.id, self.sink.append, time.time_ns, time.monotonic
+        stats = self.stats
+        n = 0
+        async for message in ws:
+            append(records.frame(now_ns(), conn, n, message))
+            n += 1
+            stats.frames += 1
+            stats.bytes += len(message)
+            stats.last_frame_at = at = monotonic()
+            kind = protocol.classify(message)
+            if kind is protocol.FrameKind.PONG:
+                watchdog.last_pong = at
+            elif kind is protocol.FrameKind.DATA:
+                watchdog.last_data = at
+                if self.custom_features and self.on_new_market is not None:
+                    found = protocol.new_market_assets(message)  # type: ignore[arg-type]
+                    if found:
+                        self.on_new_market(found)
+
+    async def _keepalive(self, ws: ClientConnection, watchdog: Watchdog) -> None:
+        """PING every interval (the subscribe went out first) and check the watchdogs."""
+        next_ping = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= next_ping:
+                    await ws.send(protocol.PING_TEXT)
+                    next_ping = now + self.timing.ping_interval_s
+                stall = watchdog.check(now, bool(self.assets))
+                if stall is not None:
+                    self._fire(stall.kind, stall.silent_s)
+                    await ws.close(1000, f"stall: {stall.kind}")
+                    return
+                await asyncio.sleep(max(0.0, min(next_ping - now, WATCHDOG_TICK_S)))
+        except ConnectionClosed:
+            return
+
+    def _fire(self, kind: str, silent_s: float) -> None:
+        self.stats.stalls[kind] += 1
+        self._stall_error = f"watchdog {kind}: silent for {silent_s:.1f}s"
+        self._record(records.stall(time.time_ns(), self.id, kind, silent_s))
+        log.warning("conn %d: %s, closing to reconnect", self.id, self._stall_error)
+
+    def _closed(self, ws: ClientConnection, error: str | None) -> None:
+        code = ws.close_code if ws.close_code is not None else 1006
+        reason = ws.close_reason or ""
+        if self._stall_error is not None:
+            error, kind = self._stall_error, "stall"
+        elif self._stopping:
+            kind = "shutdown"
+        else:
+            kind = "closed_by_server" if error is None else "connection_lost"
+        self.stats.reconnects[kind] += 0 if self._stopping else 1
+        self.stats.last_close = {"code": code, "reason": reason, "error": error}
+        self.stats.state = "closed"
+        self._record(records.conn_close(time.time_ns(), self.id, self.url, code, reason, error))
+        log.log(
+            logging.INFO if self._stopping else logging.WARNING,
+            "conn %d: closed, code %s%s%s",
+            self.id,
+            code,
+            f" reason {reason!r}" if reason else "",
+            f" ({error})" if error else "",
+        )
+
+    def _record(self, record: dict[str, Any]) -> None:
+        self.sink.append(record)

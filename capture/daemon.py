@@ -1,0 +1,348 @@
+"""The daemon: sources of assets, sharded connections, the WAL, signals, status, metrics.
+
+Runs in one asyncio loop; the WAL writer has its own thread. ``run()`` returns when a
+stop was requested (SIGTERM/SIGINT or ``request_stop``) and everything is sealed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from capture import discovery
+from capture.assets import parse_assets_file
+from capture.config import Config
+from capture.connection import Connection, OpenGate
+from capture.errors import ConfigError, DiscoveryError
+from capture.metrics import CaptureCollector, Metrics
+from capture.notify import Notifier
+from capture.shard import Shards
+from capture.status import write_status
+from wal import FileOps, Hooks, Policy, WalWriteError, WalWriter
+from wal.fsutil import REAL_OPS
+from wal.policy import DEFAULT_BATCH_BYTES
+
+log = logging.getLogger(__name__)
+
+WRITER_NAME = "polymarket-capture 0.1.0"
+STOP_CONNS_S = 2.0  # of the 5 s allowed for a shutdown: closing sockets
+SEAL_S = 2.0  # and writing out and sealing the segment
+DISCOVER_RETRY_S = 30.0  # a failed discovery is retried sooner than the full interval
+
+
+def read_assets_file(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read assets file {path}: {exc.strerror or exc}") from None
+    return parse_assets_file(text, str(path))
+
+
+class Daemon:
+    def __init__(
+        self, config: Config, *, ops: FileOps = REAL_OPS, notifier: Notifier | None = None
+    ) -> None:
+        self.config = config
+        self.ops = ops
+        self.notifier = notifier or Notifier()
+        self.shards = Shards(config.max_assets_per_conn)
+        self.connections: dict[int, Connection] = {}
+        self.writer: WalWriter | None = None
+        self.metrics: Metrics | None = None
+        self.started_ns = time.time_ns()
+        self._static = list(dict.fromkeys(config.assets))
+        self._file_assets: list[str] = []
+        self._discovered: list[str] = []
+        self._announced: dict[str, None] = {}  # from new_market, until discovery lists them
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._background: list[asyncio.Task[Any]] = []
+        self._stop = asyncio.Event()
+        self._gate = OpenGate(config.timing.open_spacing_s)
+        self._last_frames = (time.monotonic(), 0)
+        self._state = "starting"
+
+    # ----- sources and reconciling -----
+
+    def desired(self) -> list[str]:
+        merged = [*self._static, *self._file_assets, *self._discovered, *self._announced]
+        return list(dict.fromkeys(merged))
+
+    def reconcile(self) -> None:
+        """Subscribe what is wanted and not held, unsubscribe what is held and not wanted."""
+        wanted = self.desired()
+        wanted_set = set(wanted)
+        gone = [a for a in self.shards.owner if a not in wanted_set]
+        for conn_id, assets in self.shards.remove(gone).remove.items():
+            self.connections[conn_id].remove(assets)
+        plan = self.shards.add(wanted)
+        for conn_id, assets in plan.add.items():
+            self.connections[conn_id].add(assets)
+        for conn_id, assets in plan.open.items():
+            self._open(conn_id, assets)
+        added = sum(map(len, plan.add.values())) + sum(map(len, plan.open.values()))
+        if added or gone:
+            log.info(
+                "subscriptions: +%d -%d, %d assets on %d connections (%d new)",
+                added,
+                len(gone),
+                len(self.shards.owner),
+                len(self.connections),
+                len(plan.open),
+            )
+
+    def _open(self, conn_id: int, assets: list[str]) -> None:
+        assert self.writer is not None
+        conn = Connection(
+            conn_id,
+            self.config.url,
+            assets,
+            sink=self.writer,
+            gate=self._gate,
+            timing=self.config.timing,
+            custom_features=self.config.custom_features,
+            on_new_market=self.on_new_market,
+        )
+        self.connections[conn_id] = conn
+        self._tasks[conn_id] = asyncio.create_task(conn.run(), name=f"conn-{conn_id}")
+
+    def on_new_market(self, assets: list[str]) -> None:
+        fresh = [a for a in assets if a not in self.shards.owner]
+        if fresh:
+            self._announced.update(dict.fromkeys(fresh))
+            log.info("new_market: subscribing %d new assets", len(fresh))
+            self.reconcile()
+
+    def reload(self) -> None:
+        """SIGHUP: read the assets file again; on error keep the previous list."""
+        if self.config.assets_file is None:
+            log.info("SIGHUP: no --assets-file to reload")
+            return
+        try:
+            self._file_assets = read_assets_file(self.config.assets_file)
+        except ConfigError as exc:
+            log.error("SIGHUP: %s; keeping the previous list", exc)
+            return
+        log.info("SIGHUP: %d assets in %s", len(self._file_assets), self.config.assets_file)
+        self.reconcile()
+
+    async def refresh_discovery(self) -> bool:
+        try:
+            tokens = await discovery.discover(self.config.gamma_url)
+        except DiscoveryError as exc:
+            log.error("%s", exc)
+            return False
+        listed = set(tokens)
+        for asset in [a for a in self._announced if a in listed]:
+            del self._announced[asset]
+        self._discovered = tokens
+        log.info("discovery: %d tokens of open markets", len(tokens))
+        self.reconcile()
+        return True
+
+    # ----- running -----
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Open the WAL, connect, record until stopped, then seal. WAL errors propagate."""
+        cfg = self.config
+        if cfg.assets_file is not None:
+            self._file_assets = read_assets_file(cfg.assets_file)
+        self.writer = await asyncio.to_thread(self._open_writer)
+        for report in self.writer.stats.recovered:
+            log.warning("recovered an unsealed segment after a crash: %s", report)
+        try:
+            self._start_metrics()
+            self._install_signals()
+            await self._main()
+        finally:
+            self._remove_signals()
+            await self._shutdown()
+
+    def _open_writer(self) -> WalWriter:
+        cfg = self.config
+        defaults = Policy()
+        policy = Policy(
+            flush_ms=cfg.flush_ms if cfg.flush_ms is not None else defaults.flush_ms,
+            batch_bytes=min(DEFAULT_BATCH_BYTES, cfg.max_buffer_bytes),
+            rotate_s=cfg.rotate_s or defaults.rotate_s,
+            rotate_bytes=cfg.rotate_bytes or defaults.rotate_bytes,
+            max_buffer_bytes=cfg.max_buffer_bytes,
+        )
+        hooks = Hooks(on_error=self._wal_error)
+        return WalWriter.open(cfg.wal_dir, policy, writer=WRITER_NAME, hooks=hooks, ops=self.ops)
+
+    def _wal_error(self, exc: WalWriteError) -> None:
+        log.error("WAL write error (data kept in memory, retrying): %s", exc)
+
+    def _start_metrics(self) -> None:
+        addr = self.config.metrics_addr
+        if addr is None:
+            return
+        collector = CaptureCollector(
+            lambda: list(self.connections.values()),
+            lambda: self.writer.stats if self.writer else None,
+        )
+        self.metrics = Metrics(collector)
+        self.metrics.serve(*addr)
+        assert self.writer is not None
+        self.writer.hooks = Hooks(on_fsync=self.metrics.fsync.observe, on_error=self._wal_error)
+        log.info("metrics on http://%s:%d/metrics", *addr)
+
+    async def _main(self) -> None:
+        if self.config.discover:
+            await self.refresh_discovery()
+        self.reconcile()
+        if not self.connections:
+            log.warning("no assets to subscribe yet; waiting for the next discovery or SIGHUP")
+        self._state = "running"
+        self._spawn(self._ready())
+        self._spawn(self._status_loop())
+        if self.config.discover:
+            self._spawn(self._discovery_loop())
+        if self.notifier.watchdog_interval_s is not None:
+            self._spawn(self._watchdog_loop(self.notifier.watchdog_interval_s))
+        await self._stop.wait()
+
+    def _spawn(self, coro: Any) -> None:
+        self._background.append(asyncio.create_task(coro))
+
+    async def _ready(self) -> None:
+        await asyncio.gather(*(c.first_attempt.wait() for c in list(self.connections.values())))
+        up = sum(1 for c in self.connections.values() if c.stats.state == "up")
+        message = f"{len(self.shards.owner)} assets, {up}/{len(self.connections)} connections up"
+        log.info("ready: %s", message)
+        self.notifier.ready(message)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await self._write_status()
+            await asyncio.sleep(self.config.timing.status_interval_s)
+
+    async def _write_status(self) -> None:
+        try:
+            await asyncio.to_thread(write_status, self.config.wal_dir, self.status())
+        except OSError as exc:
+            log.error("cannot write status file: %s", exc)
+
+    async def _discovery_loop(self) -> None:
+        interval = self.config.discover_interval_s
+        ok = bool(self._discovered)
+        while True:
+            await asyncio.sleep(interval if ok else min(interval, DISCOVER_RETRY_S))
+            ok = await self.refresh_discovery()
+
+    async def _watchdog_loop(self, interval: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+            loop.add_signal_handler(signal.SIGINT, self.request_stop)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+        except (RuntimeError, ValueError):
+            log.debug("not in the main thread: no signal handlers")
+
+    def _remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+    async def _shutdown(self) -> None:
+        """Stop reading, then write out and seal the segment: well within 5 s."""
+        self._state = "stopping"
+        self.notifier.stopping()
+        log.info("stopping: closing %d connections", len(self.connections))
+        for task in self._background:
+            task.cancel()
+        stops = [asyncio.create_task(c.stop()) for c in self.connections.values()]
+        tasks = [*stops, *self._tasks.values()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=STOP_CONNS_S)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.writer is not None:
+            sealed = await asyncio.to_thread(self.writer.close, SEAL_S)
+            if not sealed:
+                log.error("the open segment could not be sealed; recovery seals it next start")
+        self._state = "stopped"
+        await self._write_status()
+        if self.metrics is not None:
+            self.metrics.close()
+        log.info("stopped")
+
+    # ----- status -----
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        frames = sum(c.stats.frames for c in self.connections.values())
+        then, before = self._last_frames
+        rate = (frames - before) / (now - then) if now > then else 0.0
+        self._last_frames = (now, frames)
+        conns = [self._conn_status(c, now) for c in self.connections.values()]
+        stats = self.writer.stats if self.writer is not None else None
+        wal = (
+            {}
+            if stats is None
+            else {
+                k: getattr(stats, k)
+                for k in (
+                    "appended",
+                    "durable",
+                    "dropped_total",
+                    "segments_sealed",
+                    "buffered_bytes",
+                    "write_errors",
+                    "last_error",
+                    "current_segment",
+                    "last_fsync_s",
+                )
+            }
+        )
+        return {
+            "pid": os.getpid(),
+            "state": self._state,
+            "updated_ns": time.time_ns(),
+            "started_ns": self.started_ns,
+            "uptime_s": (time.time_ns() - self.started_ns) / 1e9,
+            "interval_s": self.config.timing.status_interval_s,
+            "url": self.config.url,
+            "assets": len(self.shards.owner),
+            "frames": frames,
+            "frames_per_s": round(rate, 1),
+            "connections_up": sum(1 for c in conns if c["state"] == "up"),
+            "connections": conns,
+            "wal": wal,
+        }
+
+    @staticmethod
+    def _conn_status(conn: Connection, now: float) -> dict[str, Any]:
+        st = conn.stats
+        age = None if st.last_frame_at is None else round(now - st.last_frame_at, 3)
+        return {
+            "id": conn.id,
+            "state": st.state,
+            "assets": len(conn.assets),
+            "asset_ids": list(conn.assets),
+            "frames": st.frames,
+            "bytes": st.bytes,
+            "connects": st.connects,
+            "up_since_ns": st.up_since_ns,
+            "last_frame_age_s": age,
+            "reconnects": dict(st.reconnects),
+            "stalls": dict(st.stalls),
+            "last_close": st.last_close,
+        }

@@ -1,0 +1,83 @@
+"""Listing the token ids of open markets from Gamma (stdlib HTTP, run in a thread).
+
+``/markets/keyset`` pages with ``next_cursor``; when a Gamma does not know that path
+(HTTP 404), ``/markets?offset=`` is used, which Gamma caps at offset 10000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from capture.assets import parse_markets
+from capture.errors import DiscoveryError
+
+DEFAULT_GAMMA_URL = "https://gamma-api.polymarket.com"
+PAGE_LIMIT = 100  # Gamma caps limit at 100
+MAX_OFFSET = 10_000  # Gamma answers 422 past this offset
+MAX_PAGES = 2_000  # 200,000 markets: a cursor loop must end somewhere
+HTTP_TIMEOUT_S = 30.0  # one slow page must not hold the refresh forever
+USER_AGENT = "polymarket-capture/0.1"
+_OPEN = {"limit": PAGE_LIMIT, "closed": "false", "active": "true"}
+
+
+def _get_json(url: str) -> Any:
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+        return json.loads(response.read())
+
+
+def _url(base: str, path: str, params: dict[str, Any]) -> str:
+    return f"{base.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
+
+
+def _keyset(base: str) -> list[str]:
+    tokens: list[str] = []
+    cursor: str | None = None
+    for _ in range(MAX_PAGES):
+        params = dict(_OPEN, **({"after_cursor": cursor} if cursor else {}))
+        page = parse_markets(_get_json(_url(base, "/markets/keyset", params)), keyset=True)
+        tokens.extend(page.tokens)
+        if page.next_cursor is None or page.next_cursor == cursor:
+            break
+        cursor = page.next_cursor
+    return tokens
+
+
+def _offsets(base: str) -> list[str]:
+    tokens: list[str] = []
+    for offset in range(0, MAX_OFFSET + 1, PAGE_LIMIT):
+        body = _get_json(_url(base, "/markets", dict(_OPEN, offset=offset)))
+        tokens.extend(parse_markets(body, keyset=False).tokens)
+        if not isinstance(body, list) or len(body) < PAGE_LIMIT:
+            break
+    return tokens
+
+
+def fetch_open_tokens(base: str) -> list[str]:
+    """Token ids of every active, not closed market, in Gamma's order, deduplicated."""
+    try:
+        try:
+            tokens = _keyset(base)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+            exc.close()
+            tokens = _offsets(base)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        if isinstance(exc, urllib.error.HTTPError):
+            exc.close()
+        raise DiscoveryError(
+            f"listing markets from {base} failed: {exc}; keeping the previous list "
+            "and retrying at the next refresh"
+        ) from exc
+    return list(dict.fromkeys(tokens))
+
+
+async def discover(base: str) -> list[str]:
+    """``fetch_open_tokens`` off the event loop."""
+    return await asyncio.to_thread(fetch_open_tokens, base)

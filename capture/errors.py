@@ -1,0 +1,29 @@
+"""The capture package's exceptions. Every one says what happened and what to do.
+
+Tree::
+
+    CaptureError
+    ├── ConfigError      an option or an assets file is unusable (the user fixes it)
+    ├── DiscoveryError   Gamma could not be read or answered something unexpected
+    └── StatusError      no usable status file: the daemon is not running or is stuck
+
+WAL problems are ``wal.WalError``s (e.g. ``WalLockedError``) and pass through as they are.
+"""
+
+from __future__ import annotations
+
+
+class CaptureError(Exception):
+    """Root of every error the capture package raises."""
+
+
+class ConfigError(CaptureError):
+    """A setting or input file cannot be used as given."""
+
+
+class DiscoveryError(CaptureError):
+    """Listing markets from Gamma failed; the previous asset list stays in use."""
+
+
+class StatusError(CaptureError):
+    """The status file is missing, unreadable or stale."""

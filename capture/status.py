@@ -1,0 +1,90 @@
+"""The status file: what the daemon is doing, rewritten atomically every few seconds and
+read by ``capture status``. Building, reading and rendering it is pure; writing it
+goes through ``wal.write_durably``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from capture.errors import StatusError
+from wal import write_durably
+
+STATUS_NAME = "capture.status.json"  # not a segment name, so WAL listings ignore it
+STALE_AFTER_INTERVALS = 5  # a status older than 5 write intervals means the daemon is stuck
+
+
+def status_path(wal_dir: Path) -> Path:
+    return Path(wal_dir) / STATUS_NAME
+
+
+def write_status(wal_dir: Path, doc: dict[str, Any]) -> None:
+    write_durably(status_path(wal_dir), json.dumps(doc, indent=1, sort_keys=True).encode())
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_status(wal_dir: Path, now_ns: int) -> dict[str, Any]:
+    """The status document if the daemon is running and the file is fresh, else StatusError."""
+    path = status_path(wal_dir)
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise StatusError(
+            f"no status file {path}: capture has not run with --wal-dir {wal_dir} "
+            "(check the directory, or start it: capture run --wal-dir ...)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise StatusError(f"cannot read status file {path}: {exc}") from None
+    check_fresh(doc, now_ns, pid_alive(int(doc.get("pid", 0) or 0)), path)
+    return doc
+
+
+def check_fresh(doc: dict[str, Any], now_ns: int, alive: bool, path: Path) -> None:
+    age = (now_ns - int(doc.get("updated_ns", 0))) / 1e9
+    if doc.get("state") == "stopped" or not alive:
+        raise StatusError(
+            f"capture is not running (pid {doc.get('pid')}, {path} last written "
+            f"{age:.0f}s ago, state {doc.get('state')!r}); start it or check its service logs"
+        )
+    limit = float(doc.get("interval_s", 2.0)) * STALE_AFTER_INTERVALS
+    if age > limit:
+        raise StatusError(
+            f"capture (pid {doc.get('pid')}) has not updated {path} for {age:.0f}s "
+            f"(limit {limit:.0f}s): it is stuck or its disk is; check its logs"
+        )
+
+
+def render(doc: dict[str, Any]) -> str:
+    """A human summary of a status document."""
+    wal = doc.get("wal", {})
+    lines = [
+        f"capture pid {doc['pid']}, {doc['state']}, up {doc['uptime_s']:.0f}s, "
+        f"{doc['assets']} assets on {len(doc['connections'])} connections "
+        f"({doc['connections_up']} up)",
+        f"frames/s {doc['frames_per_s']:.1f}, frames {doc['frames']}, "
+        f"dropped {wal.get('dropped_total', 0)}, segment {wal.get('current_segment')}, "
+        f"sealed {wal.get('segments_sealed', 0)}, buffered {wal.get('buffered_bytes', 0)} B",
+    ]
+    if wal.get("last_error"):
+        lines.append(f"WAL ERROR ({wal.get('write_errors')} so far): {wal['last_error']}")
+    lines.append(f"{'conn':>4}  {'state':<10} {'assets':>6} {'frames':>10} {'last frame':>11}")
+    for conn in doc["connections"]:
+        age = conn.get("last_frame_age_s")
+        age_text = "-" if age is None else f"{age:.1f}s ago"
+        lines.append(
+            f"{conn['id']:>4}  {conn['state']:<10} {conn['assets']:>6} "
+            f"{conn['frames']:>10} {age_text:>11}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,389 @@
+"""A fake Polymarket: the market channel on ``/ws/market`` and Gamma's ``/markets`` and
+``/markets/keyset``, on one loopback port, with fault switches. See PROTOCOL.md.
+
+In tests: ``async with FakeExchange(assets=10) as ex:`` then ``ex.ws_url``,
+``ex.gamma_url``, ``ex.sent[conn]`` (every message sent to a connection, in order),
+``ex.received[conn]``, and faults (``drop_all()``, ``stall_data``, ``stall_all``,
+``reject(429, count)``, ``send_garbage()``, ``announce_market()``, ``close_market()``).
+As a process: ``python -m tests.fakes.exchange --port P --assets N --rate R
+--trade-fraction F --seed S [--record FILE]`` prints its URLs as one JSON line; the same
+faults are ``GET`` or ``POST /control/<name>?...`` (see ``_control``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+import urllib.parse
+from collections import defaultdict
+from pathlib import Path
+from typing import IO, Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from tests.fakes.stream import Universe
+
+PING_TIMEOUT_S = 15.0  # reported ~10 s; a client pinging every 10 s must survive
+GAMMA_MAX_LIMIT = 100
+GAMMA_MAX_OFFSET = 10_000
+MAX_FRAME_BYTES = 64 << 20
+
+
+class FakeConn:
+    def __init__(self, cid: int, ws: ServerConnection, universe: Universe) -> None:
+        self.id = cid
+        self.ws = ws
+        self.gen = universe
+        self.assets: dict[str, None] = {}
+        self.typed = False
+        self.custom = False
+        self.last_ping = time.monotonic()
+
+
+class FakeExchange:
+    def __init__(
+        self,
+        *,
+        assets: int = 10,
+        rate: float = 20.0,
+        trade_fraction: float = 0.3,
+        seed: int = 1,
+        ping_timeout: float = PING_TIMEOUT_S,
+        port: int = 0,
+        record: Path | None = None,
+        keep_sent: bool = True,
+    ) -> None:
+        self.universe = Universe(seed)
+        self.universe.add_markets(max(1, (assets + 1) // 2))
+        self.rate = rate
+        self.trade_fraction = trade_fraction
+        self.seed = seed
+        self.ping_timeout = ping_timeout
+        self.port = port
+        self.keep_sent = keep_sent
+        self.conns: dict[int, FakeConn] = {}
+        self.sent: dict[int, list[str | bytes]] = defaultdict(list)
+        self.received: dict[int, list[str | bytes]] = defaultdict(list)
+        self.handshakes = 0
+        self.stall_data = False
+        self.stall_all = False
+        self._reject: list[int] = []
+        self._record_path = record
+        self._record: IO[str] | None = None
+        self._server: Server | None = None
+        self._next_id = 0
+
+    # ----- lifecycle -----
+
+    async def start(self) -> FakeExchange:
+        if self._record_path is not None:
+            self._record = self._record_path.open("a", encoding="utf-8")
+        self._server = await serve(
+            self._handle,
+            "127.0.0.1",
+            self.port,
+            process_request=self._http,
+            ping_interval=None,
+            max_size=MAX_FRAME_BYTES,
+        )
+        self.port = self._server.sockets[0].getsockname()[1] if self.port == 0 else self.port
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self._record is not None:
+            self._record.close()
+            self._record = None
+
+    async def __aenter__(self) -> FakeExchange:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/market"
+
+    @property
+    def gamma_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def tokens(self) -> list[str]:
+        return self.universe.tokens()
+
+    # ----- faults -----
+
+    def drop_all(self) -> None:
+        """Close every connection abruptly (no close frame)."""
+        for conn in list(self.conns.values()):
+            conn.ws.transport.abort()
+
+    def reject(self, status: int = 429, count: int = 1) -> None:
+        """Answer the next ``count`` handshakes with HTTP ``status``."""
+        self._reject.extend([status] * count)
+
+    async def send_garbage(self) -> None:
+        """Malformed JSON and a binary frame to every connection."""
+        for conn in list(self.conns.values()):
+            await self._send(conn, '{"event_type": "price_change", "market": ')
+            await self._send(conn, b"\x00\xffnot text\x80")
+
+    def announce_market(self) -> list[str]:
+        """A new market: Gamma lists it and ``new_market`` goes to every custom connection."""
+        market = self.universe.add_markets(1)[0]
+        for conn in list(self.conns.values()):
+            if conn.custom and conn.typed:
+                asyncio.get_running_loop().create_task(
+                    self._send(conn, conn.gen.new_market(market))
+                )
+        return list(market.tokens)
+
+    def close_market(self, token: str) -> None:
+        self.universe.by_token[token].closed = True
+
+    # ----- the WebSocket side -----
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        cid = self._next_id
+        self._next_id += 1
+        conn = FakeConn(cid, ws, self.universe.fork(self.seed * 1000 + cid))
+        self.conns[cid] = conn
+        tasks = [asyncio.create_task(self._produce(conn)), asyncio.create_task(self._keep(conn))]
+        try:
+            async for message in ws:
+                self.received[cid].append(message)
+                await self._on_message(conn, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            del self.conns[cid]
+
+    async def _send(self, conn: FakeConn, message: str | bytes) -> None:
+        if self.keep_sent:
+            self.sent[conn.id].append(message)
+        if self._record is not None:
+            entry: dict[str, Any] = {"conn": conn.id, "ts_ns": time.time_ns()}
+            if isinstance(message, str):
+                entry["text"] = message
+            else:
+                entry["b64"] = base64.b64encode(message).decode()
+            self._record.write(json.dumps(entry) + "\n")
+        with contextlib.suppress(ConnectionClosed):
+            await conn.ws.send(message)
+
+    async def _on_message(self, conn: FakeConn, message: str | bytes) -> None:
+        if message == "PING":
+            if not conn.typed:
+                await conn.ws.close(1008, "PING before subscribe")
+                return
+            conn.last_ping = time.monotonic()
+            if not self.stall_all:
+                await self._send(conn, "PONG")
+            return
+        try:
+            body = json.loads(message)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            await self._send(conn, "INVALID OPERATION")
+        elif "type" in body:
+            await self._subscribe_first(conn, body)
+        elif body.get("operation") == "subscribe":
+            await self._subscribe_more(conn, [str(a) for a in body.get("assets_ids", [])])
+        elif body.get("operation") == "unsubscribe":
+            for asset in body.get("assets_ids", []):
+                conn.assets.pop(str(asset), None)
+        else:
+            await self._send(conn, "INVALID OPERATION")
+
+    async def _subscribe_first(self, conn: FakeConn, body: dict[str, Any]) -> None:
+        if conn.typed or body.get("type") != "market":
+            await self._send(conn, "INVALID OPERATION")
+            return
+        conn.typed = True
+        conn.custom = bool(body.get("custom_feature_enabled"))
+        assets = [str(a) for a in body.get("assets_ids", [])]
+        conn.assets.update(dict.fromkeys(assets))
+        if body.get("initial_dump", True) and assets:
+            await self._dump(conn, assets)
+
+    async def _subscribe_more(self, conn: FakeConn, assets: list[str]) -> None:
+        new = [a for a in assets if a not in conn.assets]
+        if not new:
+            await self._send(conn, "NO NEW ASSETS")
+            return
+        conn.assets.update(dict.fromkeys(new))
+        await self._dump(conn, new)
+
+    async def _dump(self, conn: FakeConn, assets: list[str]) -> None:
+        known = [a for a in assets if a in self.universe.by_token]
+        await self._send(conn, conn.gen.dump(known) if known else "[]")
+
+    def _live(self, conn: FakeConn) -> list[str]:
+        by_token = self.universe.by_token
+        return [a for a in conn.assets if a in by_token and not by_token[a].closed]
+
+    async def _produce(self, conn: FakeConn) -> None:
+        """Data frames at ``rate`` per second per connection (0: as fast as it can)."""
+        period = 1 / self.rate if self.rate > 0 else 0.0
+        next_at = time.monotonic()
+        while True:
+            if period:
+                next_at += period
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            live = self._live(conn) if conn.typed else []
+            if not live or self.stall_data or self.stall_all:
+                if not period:
+                    await asyncio.sleep(0.01)
+                next_at = time.monotonic()
+                continue
+            await self._send(conn, conn.gen.frame(live, self.trade_fraction, conn.custom))
+
+    async def _keep(self, conn: FakeConn) -> None:
+        """Drop a client that sends no PING for ``ping_timeout``."""
+        while True:
+            await asyncio.sleep(min(1.0, self.ping_timeout / 4))
+            if time.monotonic() - conn.last_ping > self.ping_timeout:
+                conn.ws.transport.abort()
+                return
+
+    # ----- the HTTP side: handshake faults, Gamma, control -----
+
+    def _http(self, ws: ServerConnection, request: Request) -> Response | None:
+        url = urllib.parse.urlsplit(request.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        if url.path == "/ws/market":
+            self.handshakes += 1
+            if self._reject:
+                status = self._reject.pop(0)
+                return ws.respond(status, "Too Many Requests\n" if status == 429 else "error\n")
+            return None
+        if url.path == "/markets":
+            return self._json(ws, self._markets_offset(query))
+        if url.path == "/markets/keyset":
+            return self._json(ws, self._markets_keyset(query))
+        if url.path.startswith("/control/"):
+            return self._json(ws, self._control(url.path.removeprefix("/control/"), query))
+        return ws.respond(404, "Not Found\n")
+
+    @staticmethod
+    def _json(ws: ServerConnection, body: Any) -> Response:
+        if isinstance(body, Response):
+            return body
+        response = ws.respond(200, json.dumps(body))
+        headers = Headers(response.headers)
+        headers["Content-Type"] = "application/json"
+        return Response(response.status_code, response.reason_phrase, headers, response.body)
+
+    def _open_markets(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        markets = self.universe.markets
+        if query.get("closed") == "false":
+            markets = [m for m in markets if not m.closed]
+        if query.get("active") == "true":
+            markets = [m for m in markets if m.active]
+        return [m.gamma() for m in markets]
+
+    def _markets_offset(self, query: dict[str, str]) -> Any:
+        offset, limit = int(query.get("offset", 0)), int(query.get("limit", 20))
+        if offset > GAMMA_MAX_OFFSET:
+            return {"error": "offset too large"}  # the real one answers 422
+        return self._open_markets(query)[offset : offset + min(limit, GAMMA_MAX_LIMIT)]
+
+    def _markets_keyset(self, query: dict[str, str]) -> Any:
+        start = int(query.get("after_cursor") or 0)
+        limit = min(int(query.get("limit", 20)), GAMMA_MAX_LIMIT)
+        markets = self._open_markets(query)
+        body: dict[str, Any] = {"markets": markets[start : start + limit]}
+        if start + limit < len(markets):
+            body["next_cursor"] = str(start + limit)
+        return body
+
+    def _control(self, name: str, query: dict[str, str]) -> Any:
+        """drop_all, stall_data?on=1|0, stall_all?on=1|0, reject?status=&count=, garbage,
+        new_market, close_market?token=, stats."""
+        on = query.get("on", "1") == "1"
+        if name == "drop_all":
+            self.drop_all()
+        elif name == "stall_data":
+            self.stall_data = on
+        elif name == "stall_all":
+            self.stall_all = on
+        elif name == "reject":
+            self.reject(int(query.get("status", 429)), int(query.get("count", 1)))
+        elif name == "garbage":
+            asyncio.get_running_loop().create_task(self.send_garbage())
+        elif name == "new_market":
+            return {"assets_ids": self.announce_market()}
+        elif name == "close_market":
+            self.close_market(query["token"])
+        elif name != "stats":
+            return {"error": f"unknown control {name}"}
+        return {
+            "ok": True,
+            "connections": len(self.conns),
+            "handshakes": self.handshakes,
+            "sent": {str(k): len(v) for k, v in self.sent.items()},
+        }
+
+
+async def _serve_forever(args: Any) -> None:
+    exchange = FakeExchange(
+        assets=args.assets,
+        rate=args.rate,
+        trade_fraction=args.trade_fraction,
+        seed=args.seed,
+        port=args.port,
+        record=args.record,
+        keep_sent=False,
+        ping_timeout=args.ping_timeout,
+    )
+    async with exchange:
+        print(
+            json.dumps(
+                {
+                    "ws_url": exchange.ws_url,
+                    "gamma_url": exchange.gamma_url,
+                    "port": exchange.port,
+                    "tokens": len(exchange.tokens()),
+                }
+            ),
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.exchange", description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--assets", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=20.0, help="frames/s per connection; 0: max")
+    parser.add_argument("--trade-fraction", type=float, default=0.3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--ping-timeout", type=float, default=PING_TIMEOUT_S)
+    parser.add_argument("--record", type=Path, help="append every frame sent, as JSONL")
+    asyncio.run(_serve_forever(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
