@@ -1,0 +1,250 @@
+"""The ``loader`` command: init-db, run, reparse, status.
+
+Every option can also be set by an environment variable ``LOADER_<NAME>``. Exit codes:
+0 ok, 1 a runtime error (one message, no traceback), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+import psycopg
+from psycopg import conninfo
+
+from loader import db, schema, status
+from loader.errors import LoaderError
+from loader.load import DEFAULT_BATCH_TRADES, Outcome
+from loader.parse import PARSER_VERSION
+from loader.runner import DEFAULT_POLL_S, Runner, RunReport
+
+log = logging.getLogger("loader")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_INTERVAL_RE = re.compile(r"(\d+)\s*(d|days?|h|hours?)", re.IGNORECASE)
+
+WAL_DIR = click.option(
+    "--wal-dir",
+    envvar="LOADER_WAL_DIR",
+    show_envvar=True,
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The WAL directory (read only).",
+)
+
+
+class Interval(click.ParamType):
+    """A duration such as ``7 days``, ``7d`` or ``12h``."""
+
+    name = "interval"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        match = _INTERVAL_RE.fullmatch(str(value).strip())
+        if match is None:
+            self.fail(f"{value!r} is not a duration like '7 days' or '12h'", param, ctx)
+        number, unit = int(match.group(1)), match.group(2).lower()
+        return timedelta(days=number) if unit.startswith("d") else timedelta(hours=number)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--dsn",
+    envvar="LOADER_DSN",
+    show_envvar=True,
+    help="PostgreSQL connection string; without it libpq's PG* variables apply.",
+)
+@click.option(
+    "--log-level",
+    envvar="LOADER_LOG_LEVEL",
+    show_envvar=True,
+    default="info",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+@click.pass_context
+def main(ctx: click.Context, dsn: str | None, log_level: str) -> None:
+    """Load trades from sealed WAL segments into PostgreSQL/TimescaleDB, exactly once."""
+    if dsn:
+        try:
+            conninfo.conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError:
+            raise click.BadParameter(
+                "not a connection string (key=value pairs or a postgresql:// URI)",
+                param_hint="--dsn",
+            ) from None
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    ctx.obj = dsn
+
+
+@main.command("init-db")
+@click.option(
+    "--compress-after",
+    envvar="LOADER_COMPRESS_AFTER",
+    show_envvar=True,
+    type=Interval(),
+    default="7 days",
+    show_default=True,
+    help="TimescaleDB: compress chunks older than this.",
+)
+@click.pass_obj
+def init_db(dsn: str | None, compress_after: timedelta) -> None:
+    """Create or migrate the schema (idempotent)."""
+    with _errors(dsn), db.connect(dsn) as conn:
+        result = schema.init_db(conn, compress_after)
+    applied = ", ".join(map(str, result.applied)) or "none (up to date)"
+    kind = "TimescaleDB hypertable" if result.timescaledb else "plain PostgreSQL table"
+    click.echo(f"schema version {result.version}; migrations applied: {applied}; trades: {kind}")
+
+
+@main.command()
+@WAL_DIR
+@click.option("--once", is_flag=True, envvar="LOADER_ONCE", help="Stop when caught up.")
+@click.option(
+    "--poll-seconds",
+    envvar="LOADER_POLL_SECONDS",
+    show_envvar=True,
+    type=click.FloatRange(min=0.01),
+    default=DEFAULT_POLL_S,
+    show_default=True,
+)
+@click.option(
+    "--batch-trades",
+    envvar="LOADER_BATCH_TRADES",
+    show_envvar=True,
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_TRADES,
+    show_default=True,
+    help="Trades per transaction.",
+)
+@click.pass_obj
+def run(dsn: str | None, wal_dir: Path, once: bool, poll_seconds: float, batch_trades: int) -> None:
+    """Load sealed segments in order, continuously or until caught up (--once)."""
+    stop = _stop_on_signals()
+    with _errors(dsn):
+        runner = Runner(dsn, wal_dir, stop=stop, batch_trades=batch_trades)
+        try:
+            report = runner.run(once=once, poll_s=poll_seconds)
+        finally:
+            runner.close()
+    _finish(report, "loaded")
+
+
+@main.command()
+@WAL_DIR
+@click.option("--segment", "segments", multiple=True, metavar="NAME", help="Repeatable.")
+@click.option("--all", "all_segments", is_flag=True, help="Every segment in the database.")
+@click.option(
+    "--stale", is_flag=True, help=f"Segments loaded by a parser older than v{PARSER_VERSION}."
+)
+@click.option(
+    "--batch-trades",
+    envvar="LOADER_BATCH_TRADES",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_TRADES,
+)
+@click.pass_obj
+def reparse(
+    dsn: str | None,
+    wal_dir: Path,
+    segments: tuple[str, ...],
+    all_segments: bool,
+    stale: bool,
+    batch_trades: int,
+) -> None:
+    """Reload segments with the current parser (delete + load, one transaction each)."""
+    if sum((bool(segments), all_segments, stale)) != 1:
+        raise click.UsageError("give exactly one of --segment NAME..., --all, --stale")
+    stop = _stop_on_signals()
+    with _errors(dsn):
+        runner = Runner(dsn, wal_dir, stop=stop, batch_trades=batch_trades)
+        try:
+            names = [Path(s).name for s in segments] or runner.stale_names(
+                all_segments=all_segments
+            )
+            report = _reparse(runner, names)
+        finally:
+            runner.close()
+    _finish(report, "reparsed")
+
+
+@main.command("status")
+@WAL_DIR
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.pass_obj
+def status_cmd(dsn: str | None, wal_dir: Path, as_json: bool) -> None:
+    """Segments by status, backlog, totals, corrupt segments, parser version."""
+    with _errors(dsn), db.connect(dsn) as conn:
+        db.require_schema(conn)
+        report = status.collect(conn, wal_dir)
+    click.echo(json.dumps(report.to_dict(), sort_keys=True) if as_json else status.render(report))
+
+
+def _reparse(runner: Runner, names: list[str]) -> RunReport:
+    if not names:
+        click.echo("nothing to reparse", err=True)
+        return RunReport()
+    if len(names) > 1 and sys.stderr.isatty():
+        with click.progressbar(length=len(names), label="reparsing", file=sys.stderr) as bar:
+            return runner.reparse(names, lambda _outcome: bar.update(1))
+    return runner.reparse(names, _log_outcome)
+
+
+def _log_outcome(outcome: Outcome) -> None:
+    log.info("segment %s %s: %d trades", outcome.name, outcome.status, outcome.trades)
+
+
+def _finish(report: RunReport, verb: str) -> None:
+    click.echo(
+        f"{verb} {len(report.loaded)} segments, {report.trades} trades"
+        + (" (stopped)" if report.stopped else ""),
+        err=True,
+    )
+    if report.corrupt:
+        details = "; ".join(f"{o.name}: {o.error}" for o in report.corrupt)
+        raise click.ClickException(
+            f"{len(report.corrupt)} corrupt segment(s), loaded up to the damage: {details}"
+        )
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        log.info("%s received: finishing the current transaction", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+@contextlib.contextmanager
+def _errors(dsn: str | None) -> Iterator[None]:
+    """Turn expected failures into one-line ClickExceptions (exit 1)."""
+    try:
+        yield
+    except LoaderError as exc:
+        raise click.ClickException(str(exc)) from None
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(
+            f"cannot use the database {db.redact(dsn)}: {db.clean_message(exc, dsn)}"
+        ) from None
+    except psycopg.Error as exc:
+        raise click.ClickException(f"database error: {db.clean_message(exc, dsn)}") from None
+    except OSError as exc:
+        raise click.ClickException(f"{exc.strerror or exc}: {exc.filename}") from None
+
+
+if __name__ == "__main__":
+    main()

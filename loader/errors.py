@@ -1,0 +1,41 @@
+"""The loader's exceptions. Every one says what happened and what to do.
+
+Tree::
+
+    LoaderError
+    ├── ConfigError          a bad option value or an unreadable WAL directory
+    ├── SchemaError          the database has no schema, or a newer one than this loader
+    ├── LoaderBusyError      another ``loader run`` already holds this database
+    ├── ConcurrentLoadError  a segment's committed offset moved under us
+    └── UnknownSegmentError  ``reparse --segment NAME`` names no file in the WAL directory
+
+Database outages are not LoaderErrors: they are psycopg.OperationalErrors that the
+run loop retries with backoff. Corrupt segments are not errors either: they are
+recorded on the segment (status ``corrupt``) and reported by ``status``.
+"""
+
+from __future__ import annotations
+
+
+class LoaderError(Exception):
+    """Root of every error the loader package raises on purpose."""
+
+
+class ConfigError(LoaderError):
+    """An option or the WAL directory cannot be used."""
+
+
+class SchemaError(LoaderError):
+    """The schema is missing or newer than this loader knows."""
+
+
+class LoaderBusyError(LoaderError):
+    """Another loader process already loads into this database."""
+
+
+class ConcurrentLoadError(LoaderError):
+    """Someone else changed a segment's offset while we were loading it."""
+
+
+class UnknownSegmentError(LoaderError):
+    """A segment named on the command line is not in the WAL directory."""

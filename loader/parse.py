@@ -1,0 +1,308 @@
+"""Trade parsing: WAL ``frame`` records in, ``trades`` rows out. Pure: no I/O, no clock.
+
+Only ``last_trade_price`` events are trades. A frame is one JSON object, an array of
+them, or plain control text (``PONG``, ``INVALID OPERATION``, ``NO NEW ASSETS``); text
+that is not JSON, ``[]`` and every other event type are normal and yield nothing. An
+event that says it is a trade but cannot be one is a :class:`ParseError` value, never
+an exception to the caller: the other events of the frame still load.
+
+Bump :data:`PARSER_VERSION` whenever the rows produced for some input change; it is
+stored per segment so ``loader reparse --stale`` can find what an older parser loaded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from loader.errors import LoaderError
+from wal.records import decode_line
+
+PARSER_VERSION = 1
+
+TRADE_EVENT = "last_trade_price"
+SIDES = frozenset({"BUY", "SELL"})
+CONTROL_TEXTS = frozenset({"PONG", "INVALID OPERATION", "NO NEW ASSETS"})
+
+# 2020-01-01: Polymarket's CLOB started in 2022, so anything earlier is seconds or junk.
+MIN_TIME_MS = 1_577_836_800_000
+# 2100-01-01: a larger value is micro- or nanoseconds sent where milliseconds belong.
+MAX_TIME_MS = 4_102_444_800_000
+# The longest decimal we accept; real prices, sizes and fees are under 20 characters,
+# and the bound keeps absurd values away from PostgreSQL's numeric limits.
+MAX_NUMBER_CHARS = 64
+# Ids are 66-78 characters; anything this long is not an id.
+MAX_TEXT_CHARS = 256
+# A fee rate above 100% (10,000 bps) either way is not a fee.
+MAX_ABS_FEE_BPS = Decimal(10_000)
+# Decimal places kept exactly for fee_rate_bps; more cannot be real and could exceed
+# numeric's scale limit.
+MAX_FEE_SCALE = 18
+
+_DECIMAL_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# The byte-level prefilter (see may_hold_trade). "last_trade_price" followed by a
+# quote and a colon is a key (book events carry one), never the event_type value.
+_TRADE_TOKEN = TRADE_EVENT.encode()
+_TRADE_KEY_RE = re.compile(rb'last_trade_price\\"(?:[ \t\r\n]|\\[nrt])*:')
+_FRAME_PREFIX = b'{"type":"frame",'
+
+
+class InvalidTrade(LoaderError):
+    """A ``last_trade_price`` event that cannot be a trade; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class TradeRow(NamedTuple):
+    """One ``trades`` row, in COPY column order (``segment_id`` is added by the loader)."""
+
+    ts: datetime
+    token_id: str
+    side: str
+    price: float
+    size: float
+    trade_id: None
+    market: str
+    fee_rate_bps: Decimal | None
+    transaction_hash: str | None
+    received_at: datetime | None
+
+
+COLUMNS = TradeRow._fields
+
+
+@dataclass(frozen=True)
+class ParseError:
+    """An invalid trade event: where it was and why it was refused."""
+
+    reason: str
+    segment: str = ""
+    offset: int = 0  # byte offset of the zstd frame holding the record
+    event: str = ""  # the start of the event, for the log
+
+
+@dataclass
+class BatchResult:
+    """What one batch of WAL lines (one zstd frame) holds."""
+
+    rows: list[TradeRow] = field(default_factory=list)
+    errors: list[ParseError] = field(default_factory=list)
+    records: int = 0
+    frames: int = 0
+
+
+def parse_trade_event(event: dict[str, Any], *, received_ns: int | None = None) -> TradeRow | None:
+    """The trade in ``event``, None when it is another event type.
+
+    Raises InvalidTrade when the event is a ``last_trade_price`` that cannot be a trade.
+    """
+    if event.get("event_type") != TRADE_EVENT:
+        return None
+    price = _number(event, "price")
+    if not 0.0 <= price <= 1.0:
+        raise InvalidTrade(f"price {price!r} is outside [0, 1]")
+    size = _number(event, "size")
+    if size < 0.0:
+        raise InvalidTrade(f"size {size!r} is negative")
+    side = event.get("side")
+    if side not in SIDES:
+        raise InvalidTrade(f"side {_short(side)} is not BUY or SELL")
+    return TradeRow(
+        ts=_timestamp(event.get("timestamp")),
+        token_id=_text(event, "asset_id"),
+        side=side,
+        price=price,
+        size=size,
+        trade_id=None,
+        market=_text(event, "market"),
+        fee_rate_bps=_fee(event.get("fee_rate_bps")),
+        transaction_hash=_optional_text(event, "transaction_hash"),
+        received_at=None if received_ns is None else _received_at(received_ns),
+    )
+
+
+def parse_frame(
+    record: dict[str, Any], *, segment: str = "", offset: int = 0
+) -> tuple[list[TradeRow], list[ParseError]]:
+    """The trades in one ``frame`` record, and the trade events that were invalid."""
+    rows: list[TradeRow] = []
+    errors: list[ParseError] = []
+    for event in _events(record):
+        try:
+            row = parse_trade_event(event, received_ns=record.get("ts_ns"))
+        except InvalidTrade as exc:
+            errors.append(ParseError(exc.reason, segment, offset, _short(event, 200)))
+            continue
+        if row is not None:
+            rows.append(row)
+    return rows, errors
+
+
+def may_hold_trade(line: bytes) -> bool:
+    """False only when the raw WAL line provably holds no ``last_trade_price`` event.
+
+    A trade needs the bytes ``last_trade_price`` as the event_type value. A ``\\u``
+    escape could spell them differently and base64 hides them, so either means True.
+    Every other occurrence followed by an (escaped) quote and a colon is a key.
+    """
+    if b"\\u" in line or b'"b64"' in line:
+        return True
+    count = line.count(_TRADE_TOKEN)
+    return count > 0 and count != len(_TRADE_KEY_RE.findall(line))
+
+
+def scan_batch(lines: Iterable[bytes], *, segment: str = "", offset: int = 0) -> BatchResult:
+    """Parse the lines of one zstd frame. Raises ValueError on a line that is no record."""
+    result = BatchResult()
+    for line in lines:
+        result.records += 1
+        if line.startswith(_FRAME_PREFIX) and not may_hold_trade(line):
+            result.frames += 1
+            continue
+        record = decode_line(line)
+        if record["type"] != "frame":
+            continue
+        result.frames += 1
+        rows, errors = parse_frame(record, segment=segment, offset=offset)
+        result.rows.extend(rows)
+        result.errors.extend(errors)
+    return result
+
+
+def _events(record: dict[str, Any]) -> list[dict[str, Any]]:
+    text = _frame_text(record)
+    if text is None or text in CONTROL_TEXTS:
+        return []
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return []  # not JSON: control text we do not know yet, never a trade
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, dict)]
+    return []
+
+
+def _frame_text(record: dict[str, Any]) -> str | None:
+    text = record.get("text")
+    if isinstance(text, str):
+        return text
+    b64 = record.get("b64")
+    if not isinstance(b64, str):
+        return None
+    try:
+        return base64.b64decode(b64, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _number(event: dict[str, Any], name: str) -> float:
+    value = event.get(name)
+    if isinstance(value, str):
+        if len(value) > MAX_NUMBER_CHARS or not _DECIMAL_RE.fullmatch(value):
+            raise InvalidTrade(f"{name} {_short(value)} is not a decimal number")
+        number = float(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise InvalidTrade(f"{name} is too large") from None
+    elif value is None:
+        raise InvalidTrade(f"{name} is missing")
+    else:
+        raise InvalidTrade(f"{name} {_short(value)} is not a number")
+    if not math.isfinite(number):
+        raise InvalidTrade(f"{name} {_short(value)} is not finite")
+    return number
+
+
+def _timestamp(value: Any) -> datetime:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 16:
+        ms = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        ms = value
+    elif value is None:
+        raise InvalidTrade("timestamp is missing")
+    else:
+        raise InvalidTrade(f"timestamp {_short(value)} is not epoch milliseconds")
+    if not MIN_TIME_MS <= ms <= MAX_TIME_MS:
+        raise InvalidTrade(f"timestamp {ms} is not a plausible time in milliseconds")
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _received_at(ts_ns: Any) -> datetime:
+    if not isinstance(ts_ns, int) or isinstance(ts_ns, bool):
+        raise InvalidTrade(f"record ts_ns {_short(ts_ns)} is not an integer")
+    if not MIN_TIME_MS * 1_000_000 <= ts_ns <= MAX_TIME_MS * 1_000_000:
+        raise InvalidTrade(f"record ts_ns {ts_ns} is not a plausible time")
+    return _EPOCH + timedelta(microseconds=ts_ns // 1000)
+
+
+def _fee(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    fee = _fee_decimal(value)
+    if (
+        fee is None
+        or not fee.is_finite()
+        or abs(fee) > MAX_ABS_FEE_BPS
+        or int(fee.as_tuple().exponent) < -MAX_FEE_SCALE
+    ):
+        raise InvalidTrade(f"fee_rate_bps {_short(value)} is not a plausible fee rate")
+    return fee
+
+
+def _fee_decimal(value: Any) -> Decimal | None:
+    if isinstance(value, str):
+        if len(value) > MAX_NUMBER_CHARS or not _DECIMAL_RE.fullmatch(value):
+            return None
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value))  # the shortest text of the float, as sent
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
+    return None
+
+
+def _text(event: dict[str, Any], name: str) -> str:
+    value = _optional_text(event, name)
+    if value is None:
+        raise InvalidTrade(f"{name} is missing or empty")
+    return value
+
+
+def _optional_text(event: dict[str, Any], name: str) -> str | None:
+    value = event.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidTrade(f"{name} {_short(value)} is not a string")
+    if len(value) > MAX_TEXT_CHARS or "\x00" in value or not _encodable(value):
+        raise InvalidTrade(f"{name} {_short(value)} is not a plausible id")
+    return value
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which PostgreSQL cannot store
+        return False
+    return True
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,188 @@
+"""The ``run`` and ``reparse`` loops: which segments to load, over a connection that
+survives database outages.
+
+``Runner.run`` loads every sealed segment not yet ``loaded`` or ``corrupt``, in sequence
+order, then (unless ``once``) polls the WAL directory for more. A database outage at any
+point drops the connection, waits with backoff and resumes from the committed offsets:
+nothing is skipped or marked because the database was away. One ``loader run`` per
+database is enforced with an advisory lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import psycopg
+
+from loader import db, store
+from loader.errors import ConcurrentLoadError, LoaderBusyError, UnknownSegmentError
+from loader.load import CURRENT_PARSER, DEFAULT_BATCH_TRADES, Outcome, Parser, SegmentLoader
+from wal import list_sealed
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_POLL_S = 1.0  # a new sealed segment is picked up within a second
+
+
+@dataclass
+class RunReport:
+    """What a run did: segments finished and the ones found corrupt."""
+
+    loaded: list[str] = field(default_factory=list)
+    corrupt: list[Outcome] = field(default_factory=list)
+    trades: int = 0
+    stopped: bool = False
+
+
+class Runner:
+    """Owns the connection of a ``run`` or ``reparse`` and its retry policy."""
+
+    def __init__(
+        self,
+        dsn: str | None,
+        wal_dir: Path,
+        *,
+        stop: threading.Event,
+        parser: Parser = CURRENT_PARSER,
+        batch_trades: int = DEFAULT_BATCH_TRADES,
+    ) -> None:
+        self.dsn = dsn
+        self.wal_dir = wal_dir
+        self.stop = stop
+        self.parser = parser
+        self.batch_trades = batch_trades
+        self._conn: psycopg.Connection | None = None
+        self._holds_run_lock = False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def run(self, *, once: bool, poll_s: float = DEFAULT_POLL_S) -> RunReport:
+        """Load until caught up (``once``) or until stopped. Returns what was done."""
+        report = RunReport()
+        try:
+            while not self.stop.is_set():
+                self._retrying(lambda: self._load_pending(report), "loading segments")
+                if once:
+                    break
+                self.stop.wait(poll_s)
+        except db.Stopped:
+            pass
+        report.stopped = self.stop.is_set()
+        return report
+
+    def reparse(self, names: Iterable[str], progress: Callable[[Outcome], None]) -> RunReport:
+        """Reload each named segment in its own transaction."""
+        report = RunReport()
+        try:
+            for name in names:
+                outcome = self._retrying(partial(self._reload, name), f"reparsing {name}")
+                _account(report, outcome)
+                progress(outcome)
+        except db.Stopped:
+            report.stopped = True
+        return report
+
+    def stale_names(self, *, all_segments: bool) -> list[str]:
+        """Names of segments to reparse: all known ones, or those an older parser loaded."""
+
+        def query() -> list[str]:
+            states = store.all_states(self._connection(lock=False))
+            self._connection(lock=False).commit()
+            on_disk = {path.name for path in list_sealed(self.wal_dir)}
+            return sorted(
+                name
+                for name, state in states.items()
+                if name in on_disk and (all_segments or state.parser_version < self.parser.version)
+            )
+
+        return self._retrying(query, "listing segments")
+
+    def _load_pending(self, report: RunReport) -> None:
+        conn = self._connection(lock=True)
+        states = store.all_states(conn)
+        conn.commit()
+        loader = SegmentLoader(
+            conn, stop=self.stop, parser=self.parser, batch_trades=self.batch_trades
+        )
+        for path in list_sealed(self.wal_dir):
+            state = states.get(path.name)
+            if self.stop.is_set() or (state is not None and state.status != "loading"):
+                continue
+            if state is None:
+                state = store.ensure_segment(conn, path.name, self.parser.version)
+            try:
+                outcome = loader.load(path, state)
+            except ConcurrentLoadError as exc:
+                log.warning("%s; skipping it in this pass", exc)
+                continue
+            _account(report, outcome)
+            if outcome.status != "stopped":
+                log.info(
+                    "segment %s %s: %d trades, %d invalid",
+                    outcome.name,
+                    outcome.status,
+                    outcome.trades,
+                    outcome.parse_errors,
+                )
+
+    def _reload(self, name: str) -> Outcome:
+        path = self.wal_dir / name
+        if not path.is_file():
+            raise UnknownSegmentError(
+                f"segment {name} is not in {self.wal_dir}: `loader status` lists the "
+                "segments, and a reparse needs the segment file"
+            )
+        conn = self._connection(lock=False)
+        state = store.ensure_segment(conn, name, self.parser.version)
+        loader = SegmentLoader(
+            conn, stop=self.stop, parser=self.parser, batch_trades=self.batch_trades
+        )
+        return loader.reload(path, state)
+
+    def _connection(self, *, lock: bool) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = db.connect(self.dsn)
+            db.require_schema(self._conn)
+            if lock:
+                self._take_lock(self._conn)
+        return self._conn
+
+    def _take_lock(self, conn: psycopg.Connection) -> None:
+        try:
+            db.take_run_lock(conn)
+        except LoaderBusyError:
+            if not self._holds_run_lock:
+                raise
+            # Our own session from before the outage may not be gone yet: wait for it.
+            raise psycopg.OperationalError("previous session still holds the run lock") from None
+        self._holds_run_lock = True
+
+    def _retrying(self, work: Callable[[], T], what: str) -> T:
+        def attempt() -> T:
+            try:
+                return work()
+            except psycopg.OperationalError:
+                self.close()  # reconnect next time: the old connection is unusable
+                raise
+
+        return db.retrying(attempt, dsn=self.dsn, stop=self.stop, what=what)
+
+
+def _account(report: RunReport, outcome: Outcome) -> None:
+    report.trades += outcome.trades
+    if outcome.status == "loaded":
+        report.loaded.append(outcome.name)
+    elif outcome.status == "corrupt":
+        report.corrupt.append(outcome)
+    else:
+        report.stopped = True

@@ -1,0 +1,106 @@
+"""``loader status``: what is loaded, what is waiting, what is broken. Read-only."""
+
+from __future__ import annotations
+
+import calendar
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from loader.parse import PARSER_VERSION
+from wal import list_sealed, parse_name
+
+STATUSES = ("loading", "loaded", "corrupt")
+
+
+@dataclass
+class Status:
+    """The report; ``to_dict`` is the ``--json`` form."""
+
+    parser_version: int
+    segments: dict[str, int]  # by status, plus "pending" (on disk, not yet seen)
+    backlog_segments: int
+    backlog_bytes: int
+    oldest_unloaded_age_s: float | None
+    frames: int
+    trades: int
+    parse_errors: int
+    stale_segments: int
+    corrupt: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def collect(conn: psycopg.Connection, wal_dir: Path, now: float | None = None) -> Status:
+    """Combine the ``wal_segments`` table with the sealed files in ``wal_dir``."""
+    now = time.time() if now is None else now
+    rows = conn.execute(
+        "SELECT name, status, offset_bytes, frames, trades, parse_errors, parser_version,"
+        " error, error_offset FROM wal_segments ORDER BY name"
+    ).fetchall()
+    conn.commit()
+    known = {row[0]: row for row in rows}
+    counts = dict.fromkeys(STATUSES, 0) | {"pending": 0}
+    for row in rows:
+        counts[row[1]] += 1
+    backlog, backlog_bytes, oldest = 0, 0, None
+    for path in list_sealed(wal_dir):
+        seen = known.get(path.name)
+        if seen is not None and seen[1] != "loading":
+            continue
+        if seen is None:
+            counts["pending"] += 1
+        backlog += 1
+        backlog_bytes += max(path.stat().st_size - (seen[2] if seen else 0), 0)
+        oldest = _age(path.name, now) if oldest is None else oldest
+    return Status(
+        parser_version=PARSER_VERSION,
+        segments=counts,
+        backlog_segments=backlog,
+        backlog_bytes=backlog_bytes,
+        oldest_unloaded_age_s=oldest,
+        frames=sum(row[3] for row in rows),
+        trades=sum(row[4] for row in rows),
+        parse_errors=sum(row[5] for row in rows),
+        stale_segments=sum(1 for row in rows if row[6] < PARSER_VERSION),
+        corrupt=[
+            {"name": row[0], "offset": row[8], "error": row[7]}
+            for row in rows
+            if row[1] == "corrupt"
+        ],
+    )
+
+
+def render(status: Status) -> str:
+    """The human form."""
+    seg = status.segments
+    age = status.oldest_unloaded_age_s
+    lines = [
+        f"parser version   {status.parser_version}"
+        + (
+            f" ({status.stale_segments} segments loaded by an older one: reparse --stale)"
+            if status.stale_segments
+            else ""
+        ),
+        f"segments         {seg['loaded']} loaded, {seg['loading']} loading, "
+        f"{seg['pending']} pending, {seg['corrupt']} corrupt",
+        f"backlog          {status.backlog_segments} segments, {status.backlog_bytes} bytes"
+        + (f", oldest opened {age:.0f} s ago" if age is not None else ""),
+        f"totals           {status.frames} frames, {status.trades} trades, "
+        f"{status.parse_errors} parse errors",
+    ]
+    for item in status.corrupt:
+        lines.append(f"corrupt          {item['name']} at byte {item['offset']}: {item['error']}")
+    return "\n".join(lines)
+
+
+def _age(name: str, now: float) -> float | None:
+    parsed = parse_name(name)
+    if parsed is None:
+        return None
+    opened = calendar.timegm(time.strptime(parsed.stamp, "%Y%m%dT%H%M%SZ"))
+    return max(now - opened, 0.0)

@@ -1,0 +1,186 @@
+"""SQL for segments and trades: the only place that writes either table.
+
+Every write happens inside a transaction the caller opened, so the trades of a batch
+and the segment's new ``offset_bytes`` and counts commit together (exactly-once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from loader.errors import ConcurrentLoadError
+from loader.parse import COLUMNS, BatchResult, TradeRow
+
+COPY_SQL = f"COPY trades ({', '.join(COLUMNS)}, segment_id) FROM STDIN (FORMAT BINARY)"
+# Binary COPY needs the exact PostgreSQL type of every column, in COLUMNS order.
+COPY_TYPES = [
+    "timestamptz",
+    "text",
+    "text",
+    "float8",
+    "float8",
+    "text",
+    "text",
+    "numeric",
+    "text",
+    "timestamptz",
+    "int8",
+]
+
+_STATE_COLUMNS = "id, name, status, offset_bytes, parser_version, first_event_at, last_event_at"
+
+
+@dataclass(frozen=True)
+class SegmentState:
+    """A ``wal_segments`` row, as far as loading needs it."""
+
+    id: int
+    name: str
+    status: str
+    offset_bytes: int
+    parser_version: int
+    first_event_at: datetime | None
+    last_event_at: datetime | None
+
+
+@dataclass
+class Pending:
+    """Parsed but uncommitted work on one segment, up to byte offset ``end``."""
+
+    end: int
+    rows: list[TradeRow] = field(default_factory=list)
+    records: int = 0
+    frames: int = 0
+    error_count: int = 0
+    first: datetime | None = None
+    last: datetime | None = None
+
+    def add(self, end: int, result: BatchResult) -> None:
+        self.end = end
+        self.records += result.records
+        self.frames += result.frames
+        self.error_count += len(result.errors)
+        if result.rows:
+            self.rows.extend(result.rows)
+            times = [row.ts for row in result.rows]
+            low, high = min(times), max(times)
+            self.first = low if self.first is None else min(self.first, low)
+            self.last = high if self.last is None else max(self.last, high)
+
+
+def all_states(conn: psycopg.Connection) -> dict[str, SegmentState]:
+    """Every known segment by name."""
+    rows = conn.execute(f"SELECT {_STATE_COLUMNS} FROM wal_segments").fetchall()
+    return {row[1]: SegmentState(*row) for row in rows}
+
+
+def ensure_segment(conn: psycopg.Connection, name: str, parser_version: int) -> SegmentState:
+    """The row of segment ``name``, created (status ``loading``, offset 0) if new."""
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO wal_segments (name, parser_version) VALUES (%s, %s)"
+            " ON CONFLICT (name) DO NOTHING",
+            (name, parser_version),
+        )
+        row = conn.execute(
+            f"SELECT {_STATE_COLUMNS} FROM wal_segments WHERE name = %s", (name,)
+        ).fetchone()
+    assert row is not None
+    return SegmentState(*row)
+
+
+def lock_segment(conn: psycopg.Connection, segment_id: int) -> SegmentState:
+    """Lock the segment's row until the transaction ends; return its committed state."""
+    row = conn.execute(
+        f"SELECT {_STATE_COLUMNS} FROM wal_segments WHERE id = %s FOR UPDATE", (segment_id,)
+    ).fetchone()
+    assert row is not None, f"segment id {segment_id} vanished"
+    return SegmentState(*row)
+
+
+def check_unchanged(current: SegmentState, expected_offset: int) -> None:
+    """ConcurrentLoadError unless the segment is still loading at ``expected_offset``."""
+    if current.status != "loading" or current.offset_bytes != expected_offset:
+        raise ConcurrentLoadError(
+            f"segment {current.name} changed under this loader (now {current.status} at "
+            f"byte {current.offset_bytes}, expected loading at {expected_offset}); "
+            "another loader or a reparse got there first"
+        )
+
+
+def copy_trades(conn: psycopg.Connection, segment_id: int, rows: list[TradeRow]) -> None:
+    """Binary COPY of ``rows`` into trades, tagged with ``segment_id``."""
+    if not rows:
+        return
+    with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
+        copy.set_types(COPY_TYPES)
+        write = copy.write_row
+        for row in rows:
+            write((*row, segment_id))
+
+
+def record_progress(
+    conn: psycopg.Connection,
+    segment_id: int,
+    pending: Pending,
+    *,
+    status: str,
+    parser_version: int,
+    error: tuple[int, str] | None = None,
+) -> None:
+    """Move the segment to ``pending.end`` and add its counts (same transaction as COPY)."""
+    params: dict[str, Any] = {
+        "id": segment_id,
+        "end": pending.end,
+        "records": pending.records,
+        "frames": pending.frames,
+        "trades": len(pending.rows),
+        "errors": pending.error_count,
+        "first": pending.first,
+        "last": pending.last,
+        "status": status,
+        "version": parser_version,
+        "error_offset": error[0] if error else None,
+        "error": error[1] if error else None,
+    }
+    conn.execute(
+        """UPDATE wal_segments SET
+            offset_bytes = %(end)s, records = records + %(records)s,
+            frames = frames + %(frames)s, trades = trades + %(trades)s,
+            parse_errors = parse_errors + %(errors)s,
+            first_event_at = LEAST(first_event_at, %(first)s),
+            last_event_at = GREATEST(last_event_at, %(last)s),
+            status = %(status)s, parser_version = LEAST(parser_version, %(version)s),
+            error = %(error)s, error_offset = %(error_offset)s, updated_at = now(),
+            loaded_at = CASE WHEN %(status)s = 'loading' THEN loaded_at ELSE now() END
+           WHERE id = %(id)s""",
+        params,
+    )
+
+
+def reset_segment(conn: psycopg.Connection, state: SegmentState, parser_version: int) -> int:
+    """Delete the segment's trades and zero its counts (reparse). Returns rows deleted.
+
+    The DELETE is bounded by the segment's first/last event time, so TimescaleDB only
+    touches the chunks that can hold its rows.
+    """
+    deleted = 0
+    if state.first_event_at is not None and state.last_event_at is not None:
+        cur = conn.execute(
+            "DELETE FROM trades WHERE segment_id = %s AND ts BETWEEN %s AND %s",
+            (state.id, state.first_event_at, state.last_event_at),
+        )
+        deleted = cur.rowcount
+    conn.execute(
+        """UPDATE wal_segments SET status = 'loading', offset_bytes = 0, records = 0,
+            frames = 0, trades = 0, parse_errors = 0, first_event_at = NULL,
+            last_event_at = NULL, parser_version = %s, error = NULL, error_offset = NULL,
+            updated_at = now()
+           WHERE id = %s""",
+        (parser_version, state.id),
+    )
+    return deleted

@@ -1,0 +1,80 @@
+"""Building WAL segments and trade frames for the loader tests.
+
+Segments are written in the format directly (header, frames in zstd frames, seal), so a
+test controls exactly where each zstd frame starts and how many there are.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from wal.naming import make_name
+from wal.records import Record, encode_record, frame, seal, segment_header
+from wal.segment import compressor
+
+BASE_NS = 1_786_728_467_000_000_000  # 2026-08-14: where the real frames' clocks are
+BASE_MS = BASE_NS // 1_000_000
+ASSET = "72710166409980712002774407052535905861151156175854323762835102340552522606004"
+MARKET = "0x12dc2b61723b2a54fc1947a307389b5f32038e7a29a0e936ad1fe410b969d06a"
+REAL_FRAMES = Path(__file__).resolve().parents[3] / "shared" / "realframes" / "frames.jsonl"
+
+
+def trade_event(i: int = 0, **overrides: Any) -> dict[str, Any]:
+    """A valid last_trade_price event; ``i`` makes it distinct."""
+    event: dict[str, Any] = {
+        "asset_id": f"{ASSET[:-4]}{i % 7:04d}",
+        "event_type": "last_trade_price",
+        "fee_rate_bps": "0",
+        "market": MARKET,
+        "price": f"0.{(i * 37) % 1000:03d}",
+        "side": "BUY" if i % 2 else "SELL",
+        "size": f"{i % 500}.{i % 100:02d}",
+        "timestamp": str(BASE_MS + i),
+        "transaction_hash": f"0x{i:064x}",
+    }
+    event.update(overrides)
+    return {k: v for k, v in event.items() if v is not _DROP}
+
+
+_DROP = object()
+DROP: Any = _DROP  # pass as an override value to leave the field out
+
+
+def trade_frame(i: int, conn: int = 0, **overrides: Any) -> Record:
+    """A frame record holding one trade event."""
+    return frame(BASE_NS + i * 1000, conn, i, json.dumps(trade_event(i, **overrides)))
+
+
+def text_frame(i: int, text: str) -> Record:
+    return frame(BASE_NS + i * 1000, 0, i, text)
+
+
+def write_segment(directory: Path, seq: int, batches: Sequence[Sequence[Record]]) -> Path:
+    """A sealed segment whose zstd frames hold ``batches`` (header and seal added)."""
+    created_ns = BASE_NS + seq * 1_000_000_000
+    name = make_name(seq, created_ns)
+    chunks: list[list[Record]] = [list(b) for b in batches] or [[]]
+    chunks[0].insert(0, segment_header(seq, created_ns, "tests", host="test"))
+    records = sum(len(c) for c in chunks) + 1
+    frames = sum(1 for c in chunks for r in c if r["type"] == "frame")
+    chunks[-1].append(seal(created_ns + 1, records, frames))
+    cctx = compressor(3)
+    data = b"".join(cctx.compress(b"".join(map(encode_record, c))) for c in chunks)
+    path = directory / name.sealed_name
+    path.write_bytes(data)
+    return path
+
+
+def frame_offsets(path: Path) -> list[int]:
+    """Byte offsets of the zstd frames of ``path``."""
+    from wal import SegmentReader
+
+    return [batch.offset for batch in SegmentReader(path).batches()]
+
+
+def real_frames() -> list[dict[str, Any]]:
+    """The real frames of ../shared/realframes, with their provenance."""
+    return [json.loads(line) for line in REAL_FRAMES.read_text().splitlines() if line.strip()]
