@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 FORMAT_VERSION = 1
@@ -61,6 +62,17 @@ def frame(ts_ns: int, conn: int, n: int, message: str | bytes) -> Record:
         "n": n,
         "b64": base64.b64encode(message).decode("ascii"),
     }
+
+
+def encode_frame(ts_ns: int, conn: int, n: int, message: str | bytes) -> bytes:
+    """``encode_record(frame(...))``, byte for byte, about 3x faster (the capture hot path)."""
+    if isinstance(message, str):
+        line = f'{{"type":"frame","ts_ns":{ts_ns},"conn":{conn},"n":{n},"text":'
+        try:
+            return (line + encode_basestring(message) + "}\n").encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: the general path escapes it
+    return encode_record(frame(ts_ns, conn, n, message))
 
 
 def frame_payload(record: Record) -> str | bytes:

@@ -48,3 +48,14 @@ def test_decode_rejects_non_record():
         except ValueError:
             continue
         raise AssertionError(bad)
+
+
+@given(
+    st.integers(0, 2**63),
+    st.integers(0, 10**6),
+    st.integers(0, 2**40),
+    st.one_of(st.text(), st.binary(max_size=100)),
+)
+def test_fast_frame_encoding_is_byte_identical(ts_ns, conn, n, message):
+    expected = encode_record(records.frame(ts_ns, conn, n, message))
+    assert records.encode_frame(ts_ns, conn, n, message) == expected
