@@ -26,7 +26,7 @@ test: lint
 
 bench: $(STAMP)
 	@for b in wal_append loader capture e2e; do \
-	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; fi; \
+	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; fi; \
 	done
 	@echo "results: bench/results.json"
 

@@ -1,5 +1,6 @@
-"""WAL writer throughput: 1M realistic frame records with the default flush settings.
+"""WAL writer throughput: 1M realistic frame records, default flush settings.
 
+Run as `python -m bench.wal_append` (or `make bench`).
 Baseline, measured in the same run: the same records written as plain uncompressed JSONL
 with the same fsync cadence (a write + fdatasync per 100 ms or 1 MiB). The ratio is
 WAL time / baseline time (the cost of batching, compressing and the writer thread).
@@ -8,17 +9,14 @@ WAL time / baseline time (the cost of batching, compressing and the writer threa
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.feed import frames  # noqa: E402
-from bench.results import write_section  # noqa: E402
-from wal import Policy, WalWriter  # noqa: E402
-from wal.records import encode_frame  # noqa: E402
+from bench.feed import frames
+from bench.results import write_section
+from wal import Policy, WalWriter
+from wal.records import encode_frame
 
 COUNT = int(os.environ.get("BENCH_WAL_RECORDS", "1000000"))
 FLUSH_S = Policy().flush_ms / 1000

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from typing import Any
 
 FORMAT_VERSION = 1
