@@ -1,6 +1,7 @@
 """WAL writer throughput: 1M realistic frame records, default flush settings.
 
 Run as `python -m bench.wal_append` (or `make bench`).
+
 Baseline, measured in the same run: the same records written as plain uncompressed JSONL
 with the same fsync cadence (a write + fdatasync per 100 ms or 1 MiB). The ratio is
 WAL time / baseline time (the cost of batching, compressing and the writer thread).
