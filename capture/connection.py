@@ -97,6 +97,7 @@ class Connection:
         self._ws: ClientConnection | None = None
         self._on_wire = False  # the initial subscribe went out on the current socket
         self._stopping = False
+        self._wake = asyncio.Event()  # cuts a backoff sleep short on stop()
         self._stall_error: str | None = None
 
     # ----- subscriptions (called from the event loop) -----
@@ -142,12 +143,14 @@ class Connection:
             self.stats.state = "backoff"
             delay = self.backoff.next_delay()
             log.info("conn %d: reconnecting in %.1fs", self.id, delay)
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
         self.stats.state = "stopped"
 
     async def stop(self) -> None:
         """Stop reading: close the socket (frames received until then are recorded)."""
         self._stopping = True
+        self._wake.set()
         ws = self._ws
         if ws is not None:
             await ws.close(1000, "shutdown")
@@ -164,6 +167,9 @@ class Connection:
             )
         except (OSError, TimeoutError, WebSocketException) as exc:
             self._connect_failed(exc)
+            return
+        if self._stopping:
+            await ws.close(1000, "shutdown")
             return
         try:
             await self._serve(ws)

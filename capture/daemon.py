@@ -46,11 +46,17 @@ def read_assets_file(path: Path) -> list[str]:
 
 class Daemon:
     def __init__(
-        self, config: Config, *, ops: FileOps = REAL_OPS, notifier: Notifier | None = None
+        self,
+        config: Config,
+        *,
+        ops: FileOps = REAL_OPS,
+        notifier: Notifier | None = None,
+        signals: bool = True,
     ) -> None:
         self.config = config
         self.ops = ops
         self.notifier = notifier or Notifier()
+        self.signals = signals  # tests running a daemon in-process leave signals alone
         self.shards = Shards(config.max_assets_per_conn)
         self.connections: dict[int, Connection] = {}
         self.writer: WalWriter | None = None
@@ -245,6 +251,8 @@ class Daemon:
             await asyncio.sleep(interval)
 
     def _install_signals(self) -> None:
+        if not self.signals:
+            return
         loop = asyncio.get_running_loop()
         try:
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)
@@ -254,6 +262,8 @@ class Daemon:
             log.debug("not in the main thread: no signal handlers")
 
     def _remove_signals(self) -> None:
+        if not self.signals:
+            return
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(RuntimeError, ValueError):

@@ -138,6 +138,11 @@ class FakeExchange:
             await self._send(conn, '{"event_type": "price_change", "market": ')
             await self._send(conn, b"\x00\xffnot text\x80")
 
+    async def send_text(self, text: str) -> None:
+        """Send ``text`` to every connection (e.g. ``NO NEW ASSETS``)."""
+        for conn in list(self.conns.values()):
+            await self._send(conn, text)
+
     def announce_market(self) -> list[str]:
         """A new market: Gamma lists it and ``new_market`` goes to every custom connection."""
         market = self.universe.add_markets(1)[0]

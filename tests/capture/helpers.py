@@ -1,0 +1,60 @@
+"""Shared helpers for the capture tests: waiting, reading a WAL dir, a list sink."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.timeouts import TIMEOUT_S
+from wal import SegmentReader, list_segments
+from wal.records import frame_payload
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = TIMEOUT_S) -> None:
+    """Poll ``predicate`` until true; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        await asyncio.sleep(0.02)
+
+
+def wait_for_sync(predicate: Callable[[], bool], timeout: float = TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        time.sleep(0.05)
+
+
+def wal_records(wal_dir: Path) -> list[dict[str, Any]]:
+    """Every record of every segment (sealed and open) in order."""
+    out: list[dict[str, Any]] = []
+    for _, path in list_segments(wal_dir):
+        out.extend(record for _, record in SegmentReader(path).records())
+    return out
+
+
+def frames_by_conn(records: list[dict[str, Any]]) -> dict[int, list[str | bytes]]:
+    out: dict[int, list[str | bytes]] = {}
+    for record in records:
+        if record["type"] == "frame":
+            out.setdefault(record["conn"], []).append(frame_payload(record))
+    return out
+
+
+class ListSink:
+    """Stands in for the WAL writer in connection tests: keeps records in a list."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def append(self, record: dict[str, Any]) -> int:
+        self.records.append(record)
+        return len(self.records)
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["type"] == kind]

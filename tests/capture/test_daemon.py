@@ -1,0 +1,198 @@
+"""The daemon in-process against the fake exchange: sources, sharding, WAL, status."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from capture.config import Config, Timing
+from capture.daemon import Daemon
+from capture.status import STATUS_NAME
+from tests.capture.helpers import frames_by_conn, wait_for, wal_records
+from tests.fakes.exchange import FakeExchange
+from tests.timeouts import TIMEOUT_S
+from wal import FileOps
+
+FAST = Timing(
+    ping_interval_s=0.2,
+    pong_timeout_s=2.0,
+    silence_timeout_s=5.0,
+    backoff_initial_s=0.05,
+    backoff_max_s=0.2,
+    open_spacing_s=0.01,
+    close_timeout_s=0.5,
+    status_interval_s=0.2,
+)
+
+
+@pytest.fixture
+async def exchange() -> AsyncIterator[FakeExchange]:
+    async with FakeExchange(assets=10, rate=40, seed=3, ping_timeout=2.0) as ex:
+        yield ex
+
+
+class Runner:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.task = asyncio.create_task(daemon.run())
+
+    def conns_up(self) -> int:
+        return sum(1 for c in self.daemon.connections.values() if c.stats.state == "up")
+
+    async def stop(self) -> None:
+        if not self.task.done():
+            self.daemon.request_stop()
+        await asyncio.wait_for(self.task, TIMEOUT_S)
+
+
+@pytest.fixture
+async def run_daemon(tmp_path: Path, exchange: FakeExchange):
+    runners: list[Runner] = []
+
+    def _run(ops: FileOps | None = None, **kw) -> Runner:
+        kw.setdefault("url", exchange.ws_url)
+        kw.setdefault("gamma_url", exchange.gamma_url)
+        config = Config(wal_dir=tmp_path / "wal", timing=FAST, flush_ms=20, **kw)
+        daemon = Daemon(config, signals=False, **({"ops": ops} if ops else {}))
+        runners.append(Runner(daemon))
+        return runners[-1]
+
+    yield _run
+    for runner in runners:
+        await runner.stop()
+
+
+async def test_graceful_run_wal_frames_equal_what_the_fake_sent(tmp_path, exchange, run_daemon):
+    runner = run_daemon(assets=tuple(exchange.tokens()), max_assets_per_conn=4)
+    await wait_for(lambda: runner.conns_up() == 3)
+    await wait_for(lambda: all(c.stats.frames > 20 for c in runner.daemon.connections.values()))
+    await runner.stop()
+    records = wal_records(tmp_path / "wal")
+    assert records[-1]["type"] == "seal"
+    wal_frames = frames_by_conn(records)
+    first_sent = {r["conn"]: r["text"] for r in reversed(records) if r["type"] == "sent"}
+    assert len(wal_frames) == 3
+    for fake_id, received in exchange.received.items():
+        conn = next(c for c, text in first_sent.items() if text == received[0])
+        sent = exchange.sent[fake_id]
+        got = wal_frames[conn]
+        assert got == sent[: len(got)]  # same frames, same order, nothing missing
+        assert len(got) >= len(sent) - 2  # at most what was in flight at the close
+
+
+async def test_new_market_event_subscribes_its_assets_at_once(exchange, run_daemon):
+    runner = run_daemon(assets=tuple(exchange.tokens()[:2]))
+    await wait_for(lambda: runner.conns_up() == 1)
+    tokens = exchange.announce_market()
+    await wait_for(lambda: set(tokens) <= set(runner.daemon.shards.owner))
+    await wait_for(lambda: any(set(tokens) <= set(c.assets) for c in exchange.conns.values()))
+
+
+async def test_discovery_subscribes_new_markets_and_unsubscribes_closed_ones(exchange, run_daemon):
+    runner = run_daemon(discover=True, discover_interval_s=0.3, max_assets_per_conn=6)
+    await wait_for(lambda: len(runner.daemon.shards.owner) == 10)
+    assert runner.daemon.connections.keys() == {0, 1}
+    closed = exchange.tokens()[0]
+    market_tokens = exchange.universe.by_token[closed].tokens
+    exchange.close_market(closed)
+    exchange.universe.add_markets(1)
+    new = exchange.tokens()[-2:]
+    await wait_for(lambda: set(new) <= set(runner.daemon.shards.owner))
+    await wait_for(lambda: not set(market_tokens) & set(runner.daemon.shards.owner))
+    await wait_for(
+        lambda: all(t not in c.assets for c in exchange.conns.values() for t in market_tokens)
+    )
+    assert len(runner.daemon.connections) == 2  # the freed room took the new tokens
+
+
+async def test_assets_file_reload_subscribes_and_unsubscribes(tmp_path, exchange, run_daemon):
+    tokens = exchange.tokens()
+    path = tmp_path / "assets.txt"
+    path.write_text("\n".join(tokens[:3]) + "\n")
+    runner = run_daemon(assets_file=path)
+    await wait_for(lambda: runner.conns_up() == 1)
+    path.write_text("# fewer and more\n" + "\n".join(tokens[2:5]) + "\n")
+    runner.daemon.reload()
+    await wait_for(lambda: set(exchange.conns[0].assets) == set(tokens[2:5]))
+    path.write_text("not a token\n")
+    runner.daemon.reload()  # a bad file keeps the previous list
+    assert set(runner.daemon.shards.owner) == set(tokens[2:5])
+
+
+class FullDisk(FileOps):
+    """Every data write fails with ENOSPC while ``full`` is set."""
+
+    def __init__(self) -> None:
+        self.full = False
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().pwrite(fd, data, offset)
+
+
+async def test_a_wal_disk_error_does_not_stop_receiving_and_is_reported(
+    tmp_path, exchange, run_daemon
+):
+    disk = FullDisk()
+    runner = run_daemon(ops=disk, assets=tuple(exchange.tokens()[:4]))
+    await wait_for(lambda: runner.conns_up() == 1)
+    disk.full = True
+    before = runner.daemon.connections[0].stats.frames
+    await wait_for(lambda: runner.daemon.writer.stats.write_errors > 0)
+    await wait_for(lambda: runner.daemon.connections[0].stats.frames > before + 20)
+    assert runner.conns_up() == 1
+    status_file = tmp_path / "wal" / STATUS_NAME
+    await wait_for(
+        lambda: "No space" in (json.loads(status_file.read_text())["wal"]["last_error"] or "")
+    )
+    disk.full = False
+    await runner.stop()
+    frames = frames_by_conn(wal_records(tmp_path / "wal"))[0]
+    assert frames == exchange.sent[0][: len(frames)]  # nothing lost while the disk was full
+    assert len(frames) > before + 20
+
+
+async def test_status_file_describes_the_connections(tmp_path, exchange, run_daemon):
+    runner = run_daemon(assets=tuple(exchange.tokens()), max_assets_per_conn=5)
+    await wait_for(lambda: runner.conns_up() == 2)
+    path = tmp_path / "wal" / STATUS_NAME
+    read: Callable[[], dict] = lambda: json.loads(path.read_text())  # noqa: E731
+    await wait_for(lambda: read()["connections_up"] == 2 and read()["frames"] > 0)
+    doc = read()
+    assert doc["assets"] == 10 and doc["state"] == "running"
+    assert [c["assets"] for c in doc["connections"]] == [5, 5]
+    assert doc["wal"]["current_segment"].endswith(".open")
+    await runner.stop()
+    assert read()["state"] == "stopped"
+
+
+async def test_metrics_are_served(exchange, run_daemon, unused_tcp_port):
+    runner = run_daemon(
+        assets=tuple(exchange.tokens()[:2]), metrics_addr=("127.0.0.1", unused_tcp_port)
+    )
+    await wait_for(lambda: runner.conns_up() == 1 and runner.daemon.metrics is not None)
+    await wait_for(lambda: runner.daemon.writer.stats.durable > 3)
+    url = f"http://127.0.0.1:{unused_tcp_port}/metrics"
+
+    def scrape() -> str:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+            return response.read().decode()
+
+    text = await asyncio.to_thread(scrape)
+    for name in (
+        'capture_frames_total{conn="0"}',
+        "capture_received_bytes_total",
+        "capture_connections_up 1.0",
+        "capture_last_frame_age_seconds",
+        "capture_wal_fsync_seconds_bucket",
+        "capture_wal_dropped_total",
+        "capture_wal_segments_sealed_total",
+    ):
+        assert name in text, name
