@@ -71,6 +71,8 @@ class FakeExchange:
         self.sent: dict[int, list[str | bytes]] = defaultdict(list)
         self.received: dict[int, list[str | bytes]] = defaultdict(list)
         self.handshakes = 0
+        self.gamma_keyset = True  # False: /markets/keyset is a 404, as on an older Gamma
+        self.gamma_requests: list[str] = []
         self.stall_data = False
         self.stall_all = False
         self._reject: list[int] = []
@@ -276,9 +278,11 @@ class FakeExchange:
                 status = self._reject.pop(0)
                 return ws.respond(status, "Too Many Requests\n" if status == 429 else "error\n")
             return None
+        if url.path.startswith("/markets"):
+            self.gamma_requests.append(request.path)
         if url.path == "/markets":
             return self._json(ws, self._markets_offset(query))
-        if url.path == "/markets/keyset":
+        if url.path == "/markets/keyset" and self.gamma_keyset:
             return self._json(ws, self._markets_keyset(query))
         if url.path.startswith("/control/"):
             return self._json(ws, self._control(url.path.removeprefix("/control/"), query))

@@ -1,0 +1,277 @@
+"""The ``capture`` command: usage errors with CliRunner, the daemon as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from capture.cli import main
+from capture.status import STATUS_NAME
+from tests.capture.helpers import frames_by_conn, wait_for, wal_records
+from tests.fakes.exchange import FakeExchange
+from tests.timeouts import TIMEOUT_S, scaled
+from wal import list_segments
+from wal.naming import OPEN_SUFFIX
+
+FAST_OPTS = [
+    "--ping-interval",
+    "0.2",
+    "--pong-timeout",
+    "3",
+    "--backoff-initial",
+    "0.05",
+    "--backoff-max",
+    "0.2",
+    "--open-spacing",
+    "0.01",
+    "--status-interval",
+    "0.2",
+    "--flush-ms",
+    "20",
+    "--log-format",
+    "json",
+]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--wal-dir", "w"],  # no asset source
+        ["run", "--wal-dir", "w", "--asset", "1", "--max-assets-per-conn", "501"],
+        ["run", "--wal-dir", "w", "--asset", "1", "--metrics-addr", "nope"],
+        ["run", "--wal-dir", "w", "--asset", "1", "--url", "http://x/"],
+        ["run", "--wal-dir", "w", "--asset", "1", "--log-format", "xml"],
+        ["run", "--asset", "1"],  # no --wal-dir
+        ["status"],
+        ["nosuch"],
+    ],
+)
+def test_usage_errors_exit_2_without_traceback(tmp_path, args):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+
+
+def test_options_come_from_capture_env_vars(tmp_path):
+    env = {
+        "CAPTURE_WAL_DIR": str(tmp_path),
+        "CAPTURE_ASSET": "1 2",
+        "CAPTURE_MAX_ASSETS_PER_CONN": "900",
+    }
+    result = CliRunner().invoke(main, ["run"], env=env)
+    assert result.exit_code == 2
+    assert "900 is not in the range" in result.output
+
+
+def test_status_without_a_daemon_says_so_and_exits_1(tmp_path):
+    result = CliRunner().invoke(main, ["status", "--wal-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no status file" in result.output
+
+
+def test_status_of_a_stuck_daemon_says_it_is_stale(tmp_path):
+    doc = {
+        "pid": os.getpid(),
+        "state": "running",
+        "interval_s": 1.0,
+        "updated_ns": time.time_ns() - 60 * 10**9,
+    }
+    (tmp_path / STATUS_NAME).write_text(json.dumps(doc))
+    result = CliRunner().invoke(main, ["status", "--wal-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "has not updated" in result.output
+
+
+def test_assets_file_errors_exit_1_with_the_line(tmp_path):
+    bad = tmp_path / "a.txt"
+    bad.write_text("123\nxyz\n")
+    result = CliRunner().invoke(
+        main, ["run", "--wal-dir", str(tmp_path / "w"), "--assets-file", str(bad)]
+    )
+    assert result.exit_code == 1
+    assert "line 2" in result.output and "Traceback" not in result.output
+
+
+# ----- the daemon as a real process -----
+
+
+@pytest.fixture
+async def exchange() -> AsyncIterator[FakeExchange]:
+    async with FakeExchange(assets=8, rate=50, seed=11, ping_timeout=3.0) as ex:
+        yield ex
+
+
+class Proc:
+    def __init__(self, wal_dir: Path, args: list[str], env: dict[str, str] | None = None):
+        self.wal_dir = wal_dir
+        self.log = wal_dir.parent / f"capture-{time.monotonic_ns()}.log"
+        cmd = [sys.executable, "-m", "capture", "run", "--wal-dir", str(wal_dir), *FAST_OPTS, *args]
+        with self.log.open("wb") as log:
+            self.popen = subprocess.Popen(
+                cmd, stdout=log, stderr=log, env={**os.environ, **(env or {})}
+            )
+
+    def status(self) -> dict:
+        """This process's status document ({} until it has written one)."""
+        try:
+            doc = json.loads((self.wal_dir / STATUS_NAME).read_text())
+        except (OSError, ValueError):
+            return {}
+        return doc if doc.get("pid") == self.popen.pid else {}
+
+    def frames(self) -> int:
+        return int(self.status().get("frames", 0))
+
+    def logs(self) -> str:
+        return self.log.read_text()
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(TIMEOUT_S)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.kill()
+
+
+def start(procs: list[Proc], wal_dir: Path, args: list[str], **kw) -> Proc:
+    procs.append(Proc(wal_dir, args, **kw))
+    return procs[-1]
+
+
+async def test_sigterm_stops_reading_and_seals_within_5s(tmp_path, exchange, procs):
+    wal_dir = tmp_path / "wal"
+    proc = start(
+        procs, wal_dir, ["--url", exchange.ws_url, *[f"--asset={t}" for t in exchange.tokens()]]
+    )
+    await wait_for(lambda: proc.frames() > 50)
+    started = time.monotonic()
+    proc.popen.send_signal(signal.SIGTERM)
+    await wait_for(lambda: proc.popen.poll() is not None, scaled(5.0))
+    assert time.monotonic() - started < scaled(5.0)
+    assert proc.popen.returncode == 0, proc.logs()
+    assert [p.name for _, p in list_segments(wal_dir) if p.name.endswith(OPEN_SUFFIX)] == []
+    records = wal_records(wal_dir)
+    assert records[-1]["type"] == "seal"
+    assert records[-2]["type"] == "conn_close" and records[-2]["reason"] == "shutdown"
+    got = frames_by_conn(records)[0]
+    assert got == exchange.sent[0][: len(got)] and len(got) > 50
+    logs = [json.loads(line) for line in proc.logs().splitlines()]
+    assert any("sealed" in entry["msg"] for entry in logs)
+    status = CliRunner().invoke(main, ["status", "--wal-dir", str(wal_dir)])
+    assert status.exit_code == 1 and "not running" in status.output
+
+
+async def test_sigkill_then_restart_recovers_the_open_segment_and_goes_on(
+    tmp_path, exchange, procs
+):
+    wal_dir = tmp_path / "wal"
+    args = ["--url", exchange.ws_url, "--asset", exchange.tokens()[0]]
+    first = start(procs, wal_dir, args)
+    await wait_for(lambda: first.frames() > 30)
+    await wait_for(lambda: first.status()["wal"]["durable"] > 30)
+    first.popen.send_signal(signal.SIGKILL)
+    first.popen.wait(TIMEOUT_S)
+    assert [n for n, _ in list_segments(wal_dir) if n.is_open]
+    second = start(procs, wal_dir, args)
+    await wait_for(lambda: second.frames() > 30)
+    second.popen.send_signal(signal.SIGTERM)
+    assert second.popen.wait(TIMEOUT_S) == 0, second.logs()
+    segments = list_segments(wal_dir)
+    assert len(segments) == 2 and not any(n.is_open for n, _ in segments)
+    seals = [r for r in wal_records(wal_dir) if r["type"] == "seal"]
+    assert seals[0].get("recovered") is True and "recovered" not in seals[1]
+    assert "recovered" in second.logs()
+    sessions = [r for r in wal_records(wal_dir) if r["type"] == "conn_open"]
+    assert len(sessions) == 2
+
+
+async def test_sighup_rereads_the_assets_file(tmp_path, exchange, procs):
+    tokens = exchange.tokens()
+    assets = tmp_path / "assets.txt"
+    assets.write_text(f"{tokens[0]}\n")
+    proc = start(procs, tmp_path / "wal", ["--url", exchange.ws_url, "--assets-file", str(assets)])
+    await wait_for(lambda: proc.frames() > 0)
+    assets.write_text(f"# now two others\n{tokens[1]}\n{tokens[2]}\n")
+    proc.popen.send_signal(signal.SIGHUP)
+    await wait_for(lambda: exchange.conns and set(exchange.conns[0].assets) == set(tokens[1:3]))
+    await wait_for(lambda: proc.status().get("assets") == 2)
+
+
+async def test_a_second_daemon_on_the_same_dir_exits_1(tmp_path, exchange, procs):
+    wal_dir = tmp_path / "wal"
+    first = start(procs, wal_dir, ["--url", exchange.ws_url, "--asset", "1"])
+    await wait_for(lambda: first.status().get("state") == "running")
+    second = start(procs, wal_dir, ["--url", exchange.ws_url, "--asset", "1"])
+    assert second.popen.wait(TIMEOUT_S) == 1
+    assert "locked by another writer" in second.logs()
+    assert "Traceback" not in second.logs()
+
+
+async def test_status_command_shows_the_running_daemon(tmp_path, exchange, procs):
+    wal_dir = tmp_path / "wal"
+    proc = start(
+        procs,
+        wal_dir,
+        [
+            "--url",
+            exchange.ws_url,
+            "--max-assets-per-conn",
+            "3",
+            *[f"--asset={t}" for t in exchange.tokens()[:5]],
+        ],
+    )
+    await wait_for(lambda: proc.status().get("connections_up") == 2 and proc.frames() > 5)
+    text = CliRunner().invoke(main, ["status", "--wal-dir", str(wal_dir)])
+    assert text.exit_code == 0, text.output
+    assert "5 assets on 2 connections (2 up)" in text.output
+    doc = json.loads(
+        CliRunner().invoke(main, ["status", "--wal-dir", str(wal_dir), "--json"]).output
+    )
+    assert [c["assets"] for c in doc["connections"]] == [3, 2]
+
+
+async def test_systemd_notify_ready_watchdog_stopping(tmp_path, exchange, procs):
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    got: list[str] = []
+
+    def drain() -> list[str]:
+        while True:
+            try:
+                got.append(sock.recv(4096).decode())
+            except BlockingIOError:
+                return got
+
+    try:
+        proc = start(
+            procs,
+            tmp_path / "wal",
+            ["--url", exchange.ws_url, "--asset", "1"],
+            env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "200000"},
+        )
+        await wait_for(lambda: any("READY=1" in m for m in drain()))
+        await wait_for(lambda: sum("WATCHDOG=1" in m for m in drain()) >= 3)
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.popen.wait(TIMEOUT_S) == 0
+        drain()
+        assert any(m.startswith("STOPPING=1") for m in got)
+    finally:
+        sock.close()
