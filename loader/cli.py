@@ -130,8 +130,7 @@ def init_db(dsn: str | None, compress_after: timedelta) -> None:
 @click.pass_obj
 def run(dsn: str | None, wal_dir: Path, once: bool, poll_seconds: float, batch_trades: int) -> None:
     """Load sealed segments in order, continuously or until caught up (--once)."""
-    stop = _stop_on_signals()
-    with _errors(dsn):
+    with _errors(dsn), _stop_on_signals() as stop:
         runner = Runner(dsn, wal_dir, stop=stop, batch_trades=batch_trades)
         try:
             report = runner.run(once=once, poll_s=poll_seconds)
@@ -165,8 +164,7 @@ def reparse(
     """Reload segments with the current parser (delete + load, one transaction each)."""
     if sum((bool(segments), all_segments, stale)) != 1:
         raise click.UsageError("give exactly one of --segment NAME..., --all, --stale")
-    stop = _stop_on_signals()
-    with _errors(dsn):
+    with _errors(dsn), _stop_on_signals() as stop:
         runner = Runner(dsn, wal_dir, stop=stop, batch_trades=batch_trades)
         try:
             names = [Path(s).name for s in segments] or runner.stale_names(
@@ -217,16 +215,21 @@ def _finish(report: RunReport, verb: str) -> None:
         )
 
 
-def _stop_on_signals() -> threading.Event:
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or SIGINT (previous handlers restored afterwards)."""
     stop = threading.Event()
 
     def handler(signum: int, _frame: object) -> None:
         log.info("%s received: finishing the current transaction", signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @contextlib.contextmanager

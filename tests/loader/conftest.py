@@ -1,0 +1,85 @@
+"""Loader test fixtures: an initialised database, a WAL directory, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+import pytest
+
+from loader.parse import parse_frame
+from loader.schema import init_db
+from tests.timeouts import TIMEOUT_S
+from wal import SegmentReader, list_sealed
+
+ROOT = Path(__file__).resolve().parents[2]
+TRADE_COLUMNS = (
+    "ts, token_id, side, price, size, trade_id, market, fee_rate_bps, transaction_hash, received_at"
+)
+
+
+@pytest.fixture
+def db(fresh_db: str) -> str:
+    """DSN of a fresh database with the loader schema."""
+    with psycopg.connect(fresh_db) as conn:
+        init_db(conn)
+    return fresh_db
+
+
+@pytest.fixture
+def wal_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "wal"
+    path.mkdir()
+    return path
+
+
+def loader_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "loader.cli", *args]
+
+
+def run_loader(
+    dsn: str, *args: str, timeout: float = TIMEOUT_S * 3, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``loader --dsn DSN ARGS`` in a child process."""
+    return subprocess.run(
+        loader_cmd("--dsn", dsn, *args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def db_trades(dsn: str) -> Counter[tuple[Any, ...]]:
+    """The trades table as a multiset of rows (without segment_id)."""
+    with psycopg.connect(dsn) as conn:
+        return Counter(conn.execute(f"SELECT {TRADE_COLUMNS} FROM trades").fetchall())
+
+
+def expected_trades(paths: Iterable[Path]) -> Counter[tuple[Any, ...]]:
+    """What the current parser makes of every frame in ``paths``."""
+    rows: Counter[tuple[Any, ...]] = Counter()
+    for path in paths:
+        for _offset, rec in SegmentReader(path).records():
+            if rec["type"] == "frame":
+                rows.update(tuple(row) for row in parse_frame(rec)[0])
+    return rows
+
+
+def segments(dsn: str) -> dict[str, dict[str, Any]]:
+    """wal_segments rows by name, as dicts."""
+    with psycopg.connect(dsn) as conn, conn.cursor(row_factory=dict_row) as cur:
+        return {row["name"]: row for row in cur.execute("SELECT * FROM wal_segments")}
+
+
+def sealed(wal_dir: Path) -> list[Path]:
+    return list_sealed(wal_dir)
