@@ -117,7 +117,7 @@ def parse_trade_event(event: dict[str, Any], *, received_ns: int | None = None) 
     if size < 0.0:
         raise InvalidTrade(f"size {size!r} is negative")
     side = event.get("side")
-    if side not in SIDES:
+    if not isinstance(side, str) or side not in SIDES:
         raise InvalidTrade(f"side {_short(side)} is not BUY or SELL")
     return TradeRow(
         ts=_timestamp(event.get("timestamp")),

@@ -5,17 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 import pytest
+from psycopg.rows import dict_row
 
 from loader.parse import parse_frame
 from loader.schema import init_db
+from tests.loader.helpers import CRASH_WAL_TRADES
 from tests.timeouts import TIMEOUT_S
 from wal import SegmentReader, list_sealed
 
@@ -83,3 +85,30 @@ def segments(dsn: str) -> dict[str, dict[str, Any]]:
 
 def sealed(wal_dir: Path) -> list[Path]:
     return list_sealed(wal_dir)
+
+
+def committed_trades(dsn: str) -> int:
+    """Trades the segments say are committed."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT coalesce(sum(trades), 0) FROM wal_segments").fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_for_progress(dsn: str, before: int) -> None:
+    """Until more than ``before`` trades are committed (of the crash WAL)."""
+    if before >= CRASH_WAL_TRADES:
+        return  # all loaded: nothing to wait for
+    deadline = time.monotonic() + TIMEOUT_S
+    while committed_trades(dsn) <= before and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def check_counts_match_table(dsn: str) -> None:
+    """Each segment's committed trade count equals its rows: offsets and rows moved together."""
+    with psycopg.connect(dsn) as conn:
+        mismatched = conn.execute(
+            "SELECT s.name, s.trades, count(t.segment_id) FROM wal_segments s"
+            " LEFT JOIN trades t ON t.segment_id = s.id GROUP BY s.id"
+            " HAVING s.trades <> count(t.segment_id)"
+        ).fetchall()
+    assert mismatched == []

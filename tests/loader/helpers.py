@@ -78,3 +78,30 @@ def frame_offsets(path: Path) -> list[int]:
 def real_frames() -> list[dict[str, Any]]:
     """The real frames of ../shared/realframes, with their provenance."""
     return [json.loads(line) for line in REAL_FRAMES.read_text().splitlines() if line.strip()]
+
+
+# A WAL for crash and outage tests: many small frames, some invalid and duplicate trades.
+CRASH_SEGMENTS = 14
+CRASH_FRAMES_PER_SEGMENT = 40
+CRASH_TRADES_PER_FRAME = 20
+CRASH_WAL_FRAMES = CRASH_SEGMENTS * CRASH_FRAMES_PER_SEGMENT
+CRASH_WAL_TRADES = CRASH_WAL_FRAMES * CRASH_TRADES_PER_FRAME
+
+
+def build_wal(wal_dir: Path) -> None:
+    """CRASH_SEGMENTS segments; each frame: 19 trades + 1 invalid, then one duplicate."""
+    i = 0
+    for seq in range(CRASH_SEGMENTS):
+        batches = []
+        for _ in range(CRASH_FRAMES_PER_SEGMENT):
+            events = [trade_event(i + k) for k in range(CRASH_TRADES_PER_FRAME - 1)]
+            events.append(trade_event(i, price="7"))  # invalid: counted, never loaded
+            batches.append(
+                [
+                    frame(trade_frame(i)["ts_ns"], 0, i, json.dumps(events)),
+                    trade_frame(i),  # the same trade again: kept twice, no dedup
+                    text_frame(i, "PONG"),
+                ]
+            )
+            i += CRASH_TRADES_PER_FRAME
+        write_segment(wal_dir, seq, batches)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from datetime import UTC, datetime
@@ -117,6 +118,7 @@ INVALID_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("negative size", {"size": "-5"}, "negative"),
     ("lowercase side", {"side": "buy"}, "not BUY or SELL"),
     ("unknown side", {"side": "HOLD"}, "not BUY or SELL"),
+    ("list side", {"side": ["BUY"]}, "not BUY or SELL"),
     ("timestamp in seconds", {"timestamp": "1724564136"}, "not a plausible time"),
     ("timestamp in microseconds", {"timestamp": "1724564136087000"}, "not a plausible time"),
     ("timestamp after 2100", {"timestamp": str(MAX_TIME_MS + 1)}, "not a plausible time"),
@@ -264,10 +266,8 @@ def test_parse_frame_never_raises(text: str, ts_ns: int) -> None:
 @given(value=json_values)
 def test_parse_trade_event_never_raises_anything_but_invalid_trade(value: Any) -> None:
     event = value if isinstance(value, dict) else {"event_type": "last_trade_price", "price": value}
-    try:
+    with contextlib.suppress(InvalidTrade):
         parse_trade_event(event, received_ns=BASE_NS)
-    except InvalidTrade:
-        pass
 
 
 @settings(max_examples=400, deadline=None)

@@ -1,0 +1,139 @@
+"""``loader run`` as a process: database outages, SIGTERM, new segments while running."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from loader.schema import init_db
+from scripts import pgserver
+from tests.loader.conftest import (
+    ROOT,
+    check_counts_match_table,
+    committed_trades,
+    db_trades,
+    expected_trades,
+    loader_cmd,
+    sealed,
+)
+from tests.loader.helpers import build_wal, trade_frame, write_segment
+from tests.timeouts import TIMEOUT_S
+
+SECRET = "sekrit-pw-42"  # trust auth ignores it; it must never be printed
+
+
+@pytest.fixture
+def own_server() -> Iterator[Path]:
+    """A cluster of this test's own, to stop and start at will."""
+    datadir = Path(tempfile.mkdtemp(prefix="pgrestart-"))
+    try:
+        pgserver.start(datadir)
+        yield datadir
+    finally:
+        pgserver.destroy(datadir)
+
+
+def wait_until(predicate: object, what: str, timeout: float = TIMEOUT_S * 3) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():  # type: ignore[operator]
+                return
+        except psycopg.OperationalError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_run(dsn: str, wal_dir: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        loader_cmd("--dsn", dsn, "run", "--wal-dir", str(wal_dir), "--poll-seconds", "0.1", *extra),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_run_survives_a_postgresql_restart_and_loads_everything(
+    own_server: Path, wal_dir: Path
+) -> None:
+    dsn = pgserver.dsn(own_server) + f" password={SECRET}"
+    with psycopg.connect(dsn) as conn:
+        init_db(conn)
+    build_wal(wal_dir)
+    child = start_run(dsn, wal_dir, "--batch-trades", "25")
+    try:
+        wait_until(lambda: committed_trades(dsn) > 0, "first commit")
+        pgserver.stop(own_server, "fast")  # terminates the loader's session mid-work
+        time.sleep(1.0)
+        write_segment(
+            wal_dir, 100, [[trade_frame(10**6 + i) for i in range(10)]]
+        )  # arrives meanwhile
+        assert child.poll() is None, "the loader must wait for the database, not exit"
+        pgserver.start(own_server)
+        expected = expected_trades(sealed(wal_dir))
+        wait_until(lambda: db_trades(dsn) == expected, "everything loaded after the restart")
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=TIMEOUT_S)
+    finally:
+        child.kill()
+    assert child.returncode == 0, stderr
+    assert "database unavailable" in stderr
+    assert SECRET not in stderr
+    check_counts_match_table(dsn)
+
+
+def test_sigterm_finishes_the_transaction_and_exits_0(db: str, wal_dir: Path) -> None:
+    build_wal(wal_dir)
+    child = start_run(db, wal_dir, "--batch-trades", "25")
+    try:
+        wait_until(lambda: committed_trades(db) > 0, "first commit")
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=TIMEOUT_S)
+    finally:
+        child.kill()
+    assert child.returncode == 0, stderr
+    assert "SIGTERM received" in stderr and "Traceback" not in stderr
+    check_counts_match_table(db)
+    assert sum(db_trades(db).values()) == committed_trades(db)
+
+
+def test_run_picks_up_segments_sealed_while_it_runs(db: str, wal_dir: Path) -> None:
+    write_segment(wal_dir, 0, [[trade_frame(1)]])
+    child = start_run(db, wal_dir)
+    try:
+        wait_until(lambda: committed_trades(db) == 1, "first segment")
+        write_segment(wal_dir, 1, [[trade_frame(2), trade_frame(3)]])
+        wait_until(lambda: committed_trades(db) == 3, "second segment")
+        child.send_signal(signal.SIGTERM)
+        child.communicate(timeout=TIMEOUT_S)
+    finally:
+        child.kill()
+    assert child.returncode == 0
+
+
+def test_run_waits_for_a_database_that_is_not_up_yet(own_server: Path, wal_dir: Path) -> None:
+    dsn = pgserver.dsn(own_server)
+    with psycopg.connect(dsn) as conn:
+        init_db(conn)
+    pgserver.stop(own_server)
+    write_segment(wal_dir, 0, [[trade_frame(1)]])
+    child = start_run(dsn, wal_dir)
+    try:
+        time.sleep(1.5)
+        assert child.poll() is None
+        pgserver.start(own_server)
+        wait_until(lambda: committed_trades(dsn) == 1, "the load after start-up")
+        child.send_signal(signal.SIGTERM)
+        child.communicate(timeout=TIMEOUT_S)
+    finally:
+        child.kill()
+    assert child.returncode == 0
