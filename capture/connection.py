@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 WATCHDOG_TICK_S = 1.0  # how often watchdogs are checked; their timeouts are 30 s and up
 USER_AGENT = "polymarket-capture/0.1"
+_JSON_HEADS = ("{", "[")  # a frame starting with these is market data (unless "[]")
 
 
 class Sink(Protocol):
@@ -219,25 +220,34 @@ class Connection:
             self._closed(ws, error)
 
     async def _receive(self, ws: ClientConnection, watchdog: Watchdog) -> None:
-        """The hot loop: record every message, then look at what it was."""
-        conn, append, now_ns, monotonic = self.id, self.sink.append, time.time_ns, time.monotonic
-        stats = self.stats
+        """The hot loop: record every message, then look at what it was.
+
+        Classification is inlined for the common cases (PONG, JSON starting at byte 0):
+        this loop runs for every frame and must stay close to a bare client's speed.
+        """
+        conn, append, frame = self.id, self.sink.append, records.frame
+        now_ns, monotonic, stats = time.time_ns, time.monotonic, self.stats
+        watch_new = self.custom_features and self.on_new_market is not None
         n = 0
         async for message in ws:
-            append(records.frame(now_ns(), conn, n, message))
+            append(frame(now_ns(), conn, n, message))
             n += 1
             stats.frames += 1
             stats.bytes += len(message)
             stats.last_frame_at = at = monotonic()
-            kind = protocol.classify(message)
-            if kind is protocol.FrameKind.PONG:
+            if message == protocol.PONG_TEXT:
                 watchdog.last_pong = at
-            elif kind is protocol.FrameKind.DATA:
+            elif (type(message) is str and message[:1] in _JSON_HEADS and message != "[]") or (
+                protocol.classify(message) is protocol.FrameKind.DATA
+            ):
                 watchdog.last_data = at
-                if self.custom_features and self.on_new_market is not None:
-                    found = protocol.new_market_assets(message)  # type: ignore[arg-type]
-                    if found:
-                        self.on_new_market(found)
+                if watch_new and protocol.NEW_MARKET_MARK in message:
+                    self._new_market(message)  # type: ignore[arg-type]
+
+    def _new_market(self, message: str) -> None:
+        found = protocol.new_market_assets(message)
+        if found and self.on_new_market is not None:
+            self.on_new_market(found)
 
     async def _keepalive(self, ws: ClientConnection, watchdog: Watchdog) -> None:
         """PING every interval (the subscribe went out first) and check the watchdogs."""

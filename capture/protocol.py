@@ -15,7 +15,7 @@ PONG_TEXT = "PONG"
 CONTROL_TEXTS = frozenset({"PONG", "INVALID OPERATION", "NO NEW ASSETS"})
 MAX_ASSETS_PER_CONN = 500  # above this the server silently stops sending snapshots/updates
 DEFAULT_ASSETS_PER_CONN = 200  # what well-behaved clients use
-_NEW_MARKET_MARK = '"new_market"'  # cheap substring test before parsing any JSON
+NEW_MARKET_MARK = '"new_market"'  # cheap substring test before parsing any JSON
 
 
 class FrameKind(enum.Enum):
@@ -77,7 +77,7 @@ def new_market_assets(message: str) -> list[str]:
 
     Malformed JSON yields nothing: the frame is already recorded verbatim.
     """
-    if _NEW_MARKET_MARK not in message:
+    if NEW_MARKET_MARK not in message:
         return []
     try:
         parsed = json.loads(message)

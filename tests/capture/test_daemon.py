@@ -196,3 +196,20 @@ async def test_metrics_are_served(exchange, run_daemon, unused_tcp_port):
         "capture_wal_segments_sealed_total",
     ):
         assert name in text, name
+
+
+async def test_1000_assets_become_5_connections_of_200_on_the_wire(tmp_path):
+    async with FakeExchange(assets=1000, rate=2, seed=9, ping_timeout=2.0) as ex:
+        tokens = ex.tokens()
+        config = Config(wal_dir=tmp_path / "wal", assets=tuple(tokens), url=ex.ws_url, timing=FAST)
+        runner = Runner(Daemon(config, signals=False))
+        try:
+            await wait_for(
+                lambda: len(ex.conns) == 5 and all(len(c.assets) == 200 for c in ex.conns.values())
+            )
+            on_wire = [a for c in ex.conns.values() for a in c.assets]
+            assert sorted(on_wire) == sorted(tokens)  # each asset on exactly one connection
+            firsts = [json.loads(ex.received[i][0]) for i in range(5)]
+            assert all(f["type"] == "market" and len(f["assets_ids"]) == 200 for f in firsts)
+        finally:
+            await runner.stop()

@@ -33,6 +33,7 @@ PING_TIMEOUT_S = 15.0  # reported ~10 s; a client pinging every 10 s must surviv
 GAMMA_MAX_LIMIT = 100
 GAMMA_MAX_OFFSET = 10_000
 MAX_FRAME_BYTES = 64 << 20
+FLAT_OUT_POOL = 2000  # frames made once per connection when sending flat out
 
 
 class FakeConn:
@@ -244,9 +245,11 @@ class FakeExchange:
         return [a for a in conn.assets if a in by_token and not by_token[a].closed]
 
     async def _produce(self, conn: FakeConn) -> None:
-        """Data frames at ``rate`` per second per connection (0: as fast as it can)."""
+        """Data frames at ``rate`` per second per connection (0: as fast as it can, cycling
+        through a pool of pre-made frames so the fake is not the bottleneck)."""
         period = 1 / self.rate if self.rate > 0 else 0.0
         next_at = time.monotonic()
+        pool: list[str] = []
         while True:
             if period:
                 next_at += period
@@ -257,7 +260,17 @@ class FakeExchange:
                     await asyncio.sleep(0.01)
                 next_at = time.monotonic()
                 continue
-            await self._send(conn, conn.gen.frame(live, self.trade_fraction, conn.custom))
+            if period:
+                await self._send(conn, conn.gen.frame(live, self.trade_fraction, conn.custom))
+                continue
+            if not pool:
+                pool = [
+                    conn.gen.frame(live, self.trade_fraction, conn.custom)
+                    for _ in range(FLAT_OUT_POOL)
+                ]
+            for text in pool:
+                await self._send(conn, text)
+            await asyncio.sleep(0)  # let PINGs and controls through
 
     async def _keep(self, conn: FakeConn) -> None:
         """Drop a client that sends no PING for ``ping_timeout``."""
