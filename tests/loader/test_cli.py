@@ -1,0 +1,73 @@
+"""loader/cli.py: exit codes, env-var options, no tracebacks, no passwords."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from loader.cli import main
+from tests.loader.conftest import db_trades, run_loader
+from tests.loader.helpers import trade_frame, write_segment
+
+
+def test_options_come_from_loader_env_vars(db: str, wal_dir: Path) -> None:
+    write_segment(wal_dir, 0, [[trade_frame(1)]])
+    result = CliRunner().invoke(
+        main, ["run"], env={"LOADER_DSN": db, "LOADER_WAL_DIR": str(wal_dir), "LOADER_ONCE": "1"}
+    )
+    assert result.exit_code == 0, result.output
+    assert sum(db_trades(db).values()) == 1
+    status = CliRunner().invoke(
+        main, ["status", "--json"], env={"LOADER_DSN": db, "LOADER_WAL_DIR": str(wal_dir)}
+    )
+    assert json.loads(status.stdout)["trades"] == 1
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(main, ["run"]).exit_code == 2  # no --wal-dir
+    assert runner.invoke(main, ["run", "--wal-dir", str(tmp_path / "missing")]).exit_code == 2
+    assert runner.invoke(main, ["init-db", "--compress-after", "soon"]).exit_code == 2
+    assert (
+        runner.invoke(main, ["--dsn", "host=x =y", "status", "--wal-dir", str(tmp_path)]).exit_code
+        == 2
+    )
+    assert runner.invoke(main, ["nonsense"]).exit_code == 2
+
+
+def test_unreachable_database_exits_1_without_password_or_traceback(tmp_path: Path) -> None:
+    dsn = "host=127.0.0.1 port=1 user=u password=hunter2 dbname=x connect_timeout=2"
+    done = run_loader(dsn, "status", "--wal-dir", str(tmp_path))
+    assert done.returncode == 1
+    assert "cannot use the database" in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+
+
+def test_run_once_exits_1_after_loading_around_a_corrupt_segment(db: str, wal_dir: Path) -> None:
+    write_segment(wal_dir, 0, [[trade_frame(1)]])
+    bad = write_segment(wal_dir, 1, [[trade_frame(2)]])
+    bad.write_bytes(b"garbage" + bad.read_bytes())
+    write_segment(wal_dir, 2, [[trade_frame(3)]])
+    done = run_loader(db, "run", "--wal-dir", str(wal_dir), "--once")
+    assert done.returncode == 1
+    assert "1 corrupt segment(s)" in done.stderr and bad.name in done.stderr
+    assert "Traceback" not in done.stderr
+    assert sum(db_trades(db).values()) == 2
+
+
+def test_a_second_run_on_the_same_database_exits_1(db: str, wal_dir: Path) -> None:
+    import psycopg
+
+    from loader.db import RUN_LOCK_KEY
+
+    with psycopg.connect(db, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (RUN_LOCK_KEY,))
+        done = run_loader(db, "run", "--wal-dir", str(wal_dir), "--once")
+    assert done.returncode == 1 and "only one may run per database" in done.stderr
+
+
+def test_help_shows_env_vars() -> None:
+    out = CliRunner().invoke(main, ["run", "--help"]).output
+    assert "LOADER_WAL_DIR" in out and "LOADER_POLL_SECONDS" in out

@@ -1,0 +1,146 @@
+"""``loader reparse``: idempotence, the parser-fix story, bounded deletes, errors."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from loader.load import Parser
+from loader.parse import PARSER_VERSION, BatchResult, ParseError, scan_batch
+from loader.runner import Runner
+from tests.loader.conftest import db_trades, expected_trades, run_loader, sealed, segments
+from tests.loader.helpers import DROP, trade_event, trade_frame, write_segment
+from wal.records import frame
+
+
+def trades_by_segment(dsn: str) -> dict[int, int]:
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute("SELECT segment_id, count(*) FROM trades GROUP BY 1").fetchall())
+
+
+def counts(dsn: str) -> dict[str, tuple[Any, ...]]:
+    keys = ("status", "offset_bytes", "records", "frames", "trades", "parse_errors")
+    keys += ("first_event_at", "last_event_at", "parser_version")
+    return {name: tuple(row[k] for k in keys) for name, row in segments(dsn).items()}
+
+
+def write_wal(wal_dir: Path) -> None:
+    for seq in range(3):
+        write_segment(
+            wal_dir,
+            seq,
+            [[trade_frame(seq * 100 + i) for i in range(b, b + 5)] for b in range(0, 20, 5)],
+        )
+
+
+def test_reparse_twice_leaves_identical_rows_and_counts(db: str, wal_dir: Path) -> None:
+    write_wal(wal_dir)
+    assert run_loader(db, "run", "--wal-dir", str(wal_dir), "--once").returncode == 0
+    before_rows, before_counts = db_trades(db), counts(db)
+    before_ids = trades_by_segment(db)
+    for _ in range(2):
+        done = run_loader(db, "reparse", "--wal-dir", str(wal_dir), "--all", "--batch-trades", "7")
+        assert done.returncode == 0, done.stderr
+        assert "reparsed 3 segments, 60 trades" in done.stderr
+        assert db_trades(db) == before_rows == expected_trades(sealed(wal_dir))
+        assert counts(db) == before_counts
+        assert trades_by_segment(db) == before_ids
+
+
+def test_reparse_one_segment_touches_only_its_rows(db: str, wal_dir: Path) -> None:
+    write_wal(wal_dir)
+    run_loader(db, "run", "--wal-dir", str(wal_dir), "--once")
+    name = sealed(wal_dir)[1].name
+    with psycopg.connect(db) as conn:  # a row of another segment with a time inside its range
+        conn.execute(
+            "INSERT INTO trades SELECT ts, token_id, side, price, size, trade_id, market,"
+            " fee_rate_bps, transaction_hash, received_at, (SELECT id FROM wal_segments"
+            " WHERE name = %s) FROM trades t JOIN wal_segments s ON s.id = t.segment_id"
+            " WHERE s.name = %s LIMIT 1",
+            (sealed(wal_dir)[0].name, name),
+        )
+    before = trades_by_segment(db)
+    done = run_loader(db, "reparse", "--wal-dir", str(wal_dir), "--segment", name)
+    assert done.returncode == 0, done.stderr
+    assert trades_by_segment(db) == before
+
+
+def old_scan(lines: list[bytes], **kwargs: Any) -> BatchResult:
+    """What parser v(N-1) did: it refused trades without fee_rate_bps (the bug fixed in vN)."""
+    result = scan_batch(lines, **kwargs)
+    refused = [row for row in result.rows if row.fee_rate_bps is None]
+    result.rows = [row for row in result.rows if row.fee_rate_bps is not None]
+    result.errors += [
+        ParseError("fee_rate_bps is missing", kwargs["segment"], kwargs["offset"]) for _ in refused
+    ]
+    return result
+
+
+def test_parser_fix_story_reparse_stale_picks_up_what_the_old_parser_refused(
+    db: str, wal_dir: Path
+) -> None:
+    no_fee = [
+        frame(trade_frame(i)["ts_ns"], 0, i, json.dumps(trade_event(i, fee_rate_bps=DROP)))
+        for i in range(50, 54)
+    ]
+    write_segment(wal_dir, 0, [[trade_frame(1), trade_frame(2)]])  # loaded by the new parser
+    write_segment(wal_dir, 1, [[trade_frame(3), *no_fee]])
+    old = Runner(db, wal_dir, stop=threading.Event(), parser=Parser(PARSER_VERSION - 1, old_scan))
+    try:
+        old.run(once=True)
+    finally:
+        old.close()
+    stale_name = sealed(wal_dir)[1].name
+    assert segments(db)[stale_name]["parse_errors"] == 4
+    assert segments(db)[stale_name]["parser_version"] == PARSER_VERSION - 1
+    assert sum(db_trades(db).values()) == 3 + 2 - 2  # the old parser kept fee-less ones out
+
+    status = json.loads(run_loader(db, "status", "--wal-dir", str(wal_dir), "--json").stdout)
+    assert status["stale_segments"] == 2  # both went through the old parser
+    done = run_loader(db, "reparse", "--wal-dir", str(wal_dir), "--stale")
+    assert done.returncode == 0, done.stderr
+    assert db_trades(db) == expected_trades(sealed(wal_dir))
+    assert sum(db_trades(db).values()) == 7
+    seg = segments(db)[stale_name]
+    assert (seg["parse_errors"], seg["parser_version"], seg["trades"]) == (0, PARSER_VERSION, 5)
+    again = run_loader(db, "reparse", "--wal-dir", str(wal_dir), "--stale")
+    assert again.returncode == 0 and "nothing to reparse" in again.stderr
+
+
+def test_reparse_of_a_corrupt_segment_keeps_it_corrupt_with_the_same_rows(
+    db: str, wal_dir: Path
+) -> None:
+    path = write_segment(wal_dir, 0, [[trade_frame(i)] for i in range(4)])
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF  # inside the last frame (the one with the seal)
+    path.write_bytes(bytes(data))
+    assert run_loader(db, "run", "--wal-dir", str(wal_dir), "--once").returncode == 1
+    before = (db_trades(db), counts(db))
+    done = run_loader(db, "reparse", "--wal-dir", str(wal_dir), "--segment", path.name)
+    assert done.returncode == 1 and "corrupt" in done.stderr
+    assert (db_trades(db), counts(db)) == before
+    assert counts(db)[path.name][0] == "corrupt"
+
+
+def test_reparse_of_an_unknown_segment_fails_with_a_message(db: str, wal_dir: Path) -> None:
+    done = run_loader(
+        db,
+        "reparse",
+        "--wal-dir",
+        str(wal_dir),
+        "--segment",
+        "000000000009-20260101T000000Z.jsonl.zst",
+    )
+    assert done.returncode == 1
+    assert "is not in" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_reparse_needs_exactly_one_selection(db: str, wal_dir: Path) -> None:
+    for args in ([], ["--all", "--stale"], ["--all", "--segment", "x"]):
+        done = run_loader(db, "reparse", "--wal-dir", str(wal_dir), *args)
+        assert done.returncode == 2, args
+        assert "exactly one" in done.stderr
