@@ -69,6 +69,7 @@ class Daemon:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
+        self._first_discovery = asyncio.Event()  # READY waits for the first Gamma answer
         self._gate = OpenGate(config.timing.open_spacing_s)
         self._last_frames = (time.monotonic(), 0)
         self._state = "starting"
@@ -203,16 +204,14 @@ class Daemon:
         log.info("metrics on http://%s:%d/metrics", *addr)
 
     async def _main(self) -> None:
-        if self.config.discover:
-            await self.refresh_discovery()
         self.reconcile()
-        if not self.connections:
-            log.warning("no assets to subscribe yet; waiting for the next discovery or SIGHUP")
         self._state = "running"
-        self._spawn(self._ready())
-        self._spawn(self._status_loop())
         if self.config.discover:
             self._spawn(self._discovery_loop())
+        else:
+            self._first_discovery.set()
+        self._spawn(self._ready())
+        self._spawn(self._status_loop())
         if self.notifier.watchdog_interval_s is not None:
             self._spawn(self._watchdog_loop(self.notifier.watchdog_interval_s))
         await self._stop.wait()
@@ -221,6 +220,9 @@ class Daemon:
         self._background.append(asyncio.create_task(coro))
 
     async def _ready(self) -> None:
+        await self._first_discovery.wait()
+        if not self.connections:
+            log.warning("no assets to subscribe yet; waiting for a discovery or SIGHUP")
         await asyncio.gather(*(c.first_attempt.wait() for c in list(self.connections.values())))
         up = sum(1 for c in self.connections.values() if c.stats.state == "up")
         message = f"{len(self.shards.owner)} assets, {up}/{len(self.connections)} connections up"
@@ -239,11 +241,12 @@ class Daemon:
             log.error("cannot write status file: %s", exc)
 
     async def _discovery_loop(self) -> None:
+        """Discover now (without holding up connections or a stop), then every interval."""
         interval = self.config.discover_interval_s
-        ok = bool(self._discovered)
         while True:
-            await asyncio.sleep(interval if ok else min(interval, DISCOVER_RETRY_S))
             ok = await self.refresh_discovery()
+            self._first_discovery.set()
+            await asyncio.sleep(interval if ok else min(interval, DISCOVER_RETRY_S))
 
     async def _watchdog_loop(self, interval: float) -> None:
         while True:

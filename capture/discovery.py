@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -79,5 +81,26 @@ def fetch_open_tokens(base: str) -> list[str]:
 
 
 async def discover(base: str) -> list[str]:
-    """``fetch_open_tokens`` off the event loop."""
-    return await asyncio.to_thread(fetch_open_tokens, base)
+    """``fetch_open_tokens`` off the event loop, in a daemon thread of its own: a slow
+    Gamma must not hold up a shutdown (``asyncio.run`` waits for its default executor)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[list[str]] = loop.create_future()
+
+    def deliver(result: list[str] | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result or [])
+
+    def work() -> None:
+        try:
+            result, error = fetch_open_tokens(base), None
+        except Exception as exc:
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            loop.call_soon_threadsafe(deliver, result, error)
+
+    threading.Thread(target=work, name="gamma-discovery", daemon=True).start()
+    return await future

@@ -275,3 +275,21 @@ async def test_systemd_notify_ready_watchdog_stopping(tmp_path, exchange, procs)
         assert any(m.startswith("STOPPING=1") for m in got)
     finally:
         sock.close()
+
+
+async def test_sigterm_during_a_hung_gamma_request_still_exits_within_5s(tmp_path, exchange, procs):
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        gamma = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        proc = start(
+            procs,
+            tmp_path / "wal",
+            ["--url", exchange.ws_url, "--asset", "1", "--discover", "--gamma-url", gamma],
+        )
+        await wait_for(lambda: proc.status().get("state") == "running")
+        started = time.monotonic()
+        proc.popen.send_signal(signal.SIGTERM)
+        await wait_for(lambda: proc.popen.poll() is not None, scaled(5.0))
+        assert proc.popen.returncode == 0, proc.logs()
+        assert time.monotonic() - started < scaled(5.0)
