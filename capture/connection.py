@@ -282,7 +282,8 @@ class Connection:
             kind = "shutdown"
         else:
             kind = "closed_by_server" if error is None else "connection_lost"
-        self.stats.reconnects[kind] += 0 if self._stopping else 1
+        if not self._stopping:
+            self.stats.reconnects[kind] += 1
         self.stats.last_close = {"code": code, "reason": reason, "error": error}
         self.stats.state = "closed"
         self._record(records.conn_close(time.time_ns(), self.id, self.url, code, reason, error))

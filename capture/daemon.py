@@ -82,6 +82,8 @@ class Daemon:
 
     def reconcile(self) -> None:
         """Subscribe what is wanted and not held, unsubscribe what is held and not wanted."""
+        if self._state in ("stopping", "stopped"):
+            return  # no new connections once the shutdown has begun
         wanted = self.desired()
         wanted_set = set(wanted)
         gone = [a for a in self.shards.owner if a not in wanted_set]
@@ -294,7 +296,7 @@ class Daemon:
         self._state = "stopped"
         await self._write_status()
         if self.metrics is not None:
-            self.metrics.close()
+            await asyncio.to_thread(self.metrics.close)
         log.info("stopped")
 
     # ----- status -----

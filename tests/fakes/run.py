@@ -1,0 +1,59 @@
+"""``python -m tests.fakes.exchange``: the fake exchange as a process of its own.
+
+Prints ``{"ws_url", "gamma_url", "port", "tokens"}`` as one JSON line on stdout, then
+serves until SIGTERM/SIGINT. Faults: ``GET``/``POST /control/<name>`` (see
+``FakeExchange._control``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.exchange import PING_TIMEOUT_S, FakeExchange
+
+
+async def _serve_forever(args: Any) -> None:
+    exchange = FakeExchange(
+        assets=args.assets,
+        rate=args.rate,
+        trade_fraction=args.trade_fraction,
+        seed=args.seed,
+        port=args.port,
+        record=args.record,
+        keep_sent=False,
+        ping_timeout=args.ping_timeout,
+    )
+    async with exchange:
+        print(
+            json.dumps(
+                {
+                    "ws_url": exchange.ws_url,
+                    "gamma_url": exchange.gamma_url,
+                    "port": exchange.port,
+                    "tokens": len(exchange.tokens()),
+                }
+            ),
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.exchange", description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--assets", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=20.0, help="frames/s per connection; 0: max")
+    parser.add_argument("--trade-fraction", type=float, default=0.3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--ping-timeout", type=float, default=PING_TIMEOUT_S)
+    parser.add_argument("--record", type=Path, help="append every frame sent, as JSONL")
+    asyncio.run(_serve_forever(parser.parse_args(argv)))
