@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import psycopg
 
 from loader import store
 from loader.db import Stopped
-from loader.parse import PARSER_VERSION, BatchResult, ParseError, scan_batch
+from loader.parse import PARSER_VERSION, BatchResult, ParseError, TradeRow, scan_batch
 from loader.store import Pending, SegmentState
 from wal import CorruptSegmentError, SegmentReader
 
@@ -90,80 +90,72 @@ class SegmentLoader:
     def load(self, path: Path, state: SegmentState) -> Outcome:
         """Continue ``path`` from its committed offset to its end (or a stop)."""
         self._logged = 0
-        committed = state.offset_bytes
-        pending, trades, errors, frames = Pending(end=committed), 0, 0, 0
-        try:
-            for end, result in read_batches(path, committed, self.parser):
-                pending.add(end, result)
-                frames += 1
-                self._log_errors(result.errors)
-                if self.stop.is_set() or self._full(pending, frames):
-                    self._commit(state, committed, pending, "loading")
-                    committed, trades = pending.end, trades + len(pending.rows)
-                    errors += pending.error_count
-                    pending, frames = Pending(end=committed), 0
-                    if self.stop.is_set():
-                        return Outcome(path.name, "stopped", trades, errors)
-        except CorruptSegmentError as exc:
-            self._commit(state, committed, pending, "corrupt", (exc.offset, exc.cause))
-            log.error("segment %s is corrupt: %s", path.name, exc)
-            return self._outcome(path, "corrupt", trades, errors, pending, str(exc))
-        self._commit(state, committed, pending, "loaded")
-        return self._outcome(path, "loaded", trades, errors, pending)
+        batches = read_batches(path, state.offset_bytes, self.parser)
+        committed, total = state.offset_bytes, Pending(end=state.offset_bytes)
+        while True:
+            pending = Pending(end=committed)
+            with self.conn.transaction():
+                store.check_unchanged(store.lock_segment(self.conn, state.id), committed)
+                with store.trade_copy(self.conn, state.id) as write:
+                    status, error = self._fill(batches, pending, write, bounded=True)
+                self._record(state.id, pending, status, error)
+            committed = pending.end
+            _merge(total, pending)
+            if status != "loading" or self.stop.is_set():
+                break
+        if status == "loading":
+            status = "stopped"
+        return Outcome(path.name, status, total.trades, total.error_count, error and error[1])
 
     def reload(self, path: Path, state: SegmentState) -> Outcome:
         """Delete the segment's trades and load it again from byte 0, in one transaction."""
         self._logged = 0
+        pending = Pending(end=0)
         with self.conn.transaction():
             current = store.lock_segment(self.conn, state.id)
             store.reset_segment(self.conn, current, self.parser.version)
-            pending, trades, errors = Pending(end=0), 0, 0
-            status, error = "loaded", None
-            try:
-                for end, result in self._unless_stopped(read_batches(path, 0, self.parser)):
-                    pending.add(end, result)
-                    self._log_errors(result.errors)
-                    if len(pending.rows) >= self.batch_trades:
-                        self._write(state.id, pending, "loading")
-                        trades, errors = trades + len(pending.rows), errors + pending.error_count
-                        pending = Pending(end=end)
-            except CorruptSegmentError as exc:
-                status, error = "corrupt", (exc.offset, exc.cause)
-                log.error("segment %s is corrupt: %s", path.name, exc)
-            self._write(state.id, pending, status, error)
-        return self._outcome(path, status, trades, errors, pending, error and error[1])
+            with store.trade_copy(self.conn, state.id) as write:
+                status, error = self._fill(read_batches(path, 0, self.parser), pending, write)
+            self._record(state.id, pending, status, error)
+        return Outcome(path.name, status, pending.trades, pending.error_count, error and error[1])
 
-    def _unless_stopped(
-        self, items: Iterable[tuple[int, BatchResult]]
-    ) -> Iterator[tuple[int, BatchResult]]:
-        for item in items:
-            if self.stop.is_set():
-                raise Stopped()  # inside the transaction: rolls the reparse back
-            yield item
-
-    def _full(self, pending: Pending, frames: int) -> bool:
-        return len(pending.rows) >= self.batch_trades or frames >= MAX_FRAMES_PER_TXN
-
-    def _commit(
+    def _fill(
         self,
-        state: SegmentState,
-        committed: int,
+        batches: Iterator[tuple[int, BatchResult]],
         pending: Pending,
-        status: str,
-        error: tuple[int, str] | None = None,
-    ) -> None:
-        with self.conn.transaction():
-            store.check_unchanged(store.lock_segment(self.conn, state.id), committed)
-            self._write(state.id, pending, status, error)
+        write: Callable[[list[TradeRow]], None],
+        *,
+        bounded: bool = False,
+    ) -> tuple[str, tuple[int, str] | None]:
+        """Parse and write batches into the open COPY. Returns (status, corruption).
 
-    def _write(
-        self,
-        segment_id: int,
-        pending: Pending,
-        status: str,
-        error: tuple[int, str] | None = None,
+        ``bounded`` (run): stop after ``batch_trades`` trades, MAX_FRAMES_PER_TXN frames or
+        a stop request, with status ``loading``. Unbounded (reparse): a stop request
+        raises Stopped, which rolls the transaction back.
+        """
+        frames = 0
+        try:
+            for end, result in batches:
+                write(result.rows)
+                pending.add(end, result)
+                self._log_errors(result.errors)
+                frames += 1
+                if bounded and (
+                    pending.trades >= self.batch_trades
+                    or frames >= MAX_FRAMES_PER_TXN
+                    or self.stop.is_set()
+                ):
+                    return "loading", None
+                if not bounded and self.stop.is_set():
+                    raise Stopped()
+        except CorruptSegmentError as exc:
+            log.error("segment %s is corrupt: %s", exc.path.name, exc)
+            return "corrupt", (exc.offset, exc.cause)
+        return "loaded", None
+
+    def _record(
+        self, segment_id: int, pending: Pending, status: str, error: tuple[int, str] | None
     ) -> None:
-        store.copy_trades(self.conn, segment_id, pending.rows)
         store.record_progress(
             self.conn,
             segment_id,
@@ -189,15 +181,7 @@ class SegmentLoader:
                 else "",
             )
 
-    @staticmethod
-    def _outcome(
-        path: Path,
-        status: str,
-        trades: int,
-        errors: int,
-        pending: Pending,
-        error: str | None = None,
-    ) -> Outcome:
-        return Outcome(
-            path.name, status, trades + len(pending.rows), errors + pending.error_count, error
-        )
+
+def _merge(total: Pending, part: Pending) -> None:
+    total.trades += part.trades
+    total.error_count += part.error_count

@@ -6,7 +6,9 @@ and the segment's new ``offset_bytes`` and counts commit together (exactly-once)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -49,10 +51,10 @@ class SegmentState:
 
 @dataclass
 class Pending:
-    """Parsed but uncommitted work on one segment, up to byte offset ``end``."""
+    """Work written in the open transaction on one segment, up to byte offset ``end``."""
 
     end: int
-    rows: list[TradeRow] = field(default_factory=list)
+    trades: int = 0
     records: int = 0
     frames: int = 0
     error_count: int = 0
@@ -65,7 +67,7 @@ class Pending:
         self.frames += result.frames
         self.error_count += len(result.errors)
         if result.rows:
-            self.rows.extend(result.rows)
+            self.trades += len(result.rows)
             times = [row.ts for row in result.rows]
             low, high = min(times), max(times)
             self.first = low if self.first is None else min(self.first, low)
@@ -112,15 +114,24 @@ def check_unchanged(current: SegmentState, expected_offset: int) -> None:
         )
 
 
-def copy_trades(conn: psycopg.Connection, segment_id: int, rows: list[TradeRow]) -> None:
-    """Binary COPY of ``rows`` into trades, tagged with ``segment_id``."""
-    if not rows:
-        return
+@contextmanager
+def trade_copy(
+    conn: psycopg.Connection, segment_id: int
+) -> Iterator[Callable[[list[TradeRow]], None]]:
+    """A binary COPY into trades; yields ``write(rows)``, which tags rows with the segment.
+
+    Rows stream to the server while the caller parses more, so parsing and the server's
+    insert work overlap. An exception inside aborts the COPY (and so the transaction).
+    """
     with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
         copy.set_types(COPY_TYPES)
-        write = copy.write_row
-        for row in rows:
-            write((*row, segment_id))
+        write_row = copy.write_row
+
+        def write(rows: list[TradeRow]) -> None:
+            for row in rows:
+                write_row((*row, segment_id))
+
+        yield write
 
 
 def record_progress(
@@ -138,7 +149,7 @@ def record_progress(
         "end": pending.end,
         "records": pending.records,
         "frames": pending.frames,
-        "trades": len(pending.rows),
+        "trades": pending.trades,
         "errors": pending.error_count,
         "first": pending.first,
         "last": pending.last,
