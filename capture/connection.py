@@ -136,7 +136,10 @@ class Connection:
             await self.gate.wait()
             if self._stopping:
                 break
-            await self._session()
+            try:
+                await self._session()
+            except Exception:  # a bug must cost one session, never the connection slot
+                log.exception("conn %d: unexpected error; reconnecting", self.id)
             self.first_attempt.set()
             if self._stopping:
                 break
@@ -266,6 +269,9 @@ class Connection:
                 await asyncio.sleep(max(0.0, min(next_ping - now, WATCHDOG_TICK_S)))
         except ConnectionClosed:
             return
+        except Exception:  # without keepalive the session is blind: end it, reconnect
+            log.exception("conn %d: keepalive failed; closing to reconnect", self.id)
+            await ws.close(1011, "keepalive failed")
 
     def _fire(self, kind: str, silent_s: float) -> None:
         self.stats.stalls[kind] += 1

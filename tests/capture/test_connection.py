@@ -212,3 +212,27 @@ async def test_connect_failure_is_recorded_and_retried():
     await asyncio.wait_for(task, TIMEOUT_S)
     assert sink.of("conn_close")[0]["code"] is None
     assert "connect" in conn.stats.reconnects.most_common(1)[0][0]
+
+
+class FailsOnce(ListSink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def append(self, record):
+        if record["type"] == "frame" and not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug")
+        return super().append(record)
+
+
+async def test_an_unexpected_error_costs_one_session_not_the_connection(exchange, caplog):
+    sink = FailsOnce()
+    conn = Connection(
+        0, exchange.ws_url, exchange.tokens()[:1], sink=sink, gate=OpenGate(0), timing=FAST
+    )
+    task = asyncio.create_task(conn.run())
+    await wait_for(lambda: len(sink.of("conn_open")) == 2 and sink.of("frame"))
+    await conn.stop()
+    await asyncio.wait_for(task, TIMEOUT_S)
+    assert "unexpected error" in caplog.text
