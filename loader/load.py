@@ -21,6 +21,7 @@ import psycopg
 from loader import store
 from loader.db import Stopped
 from loader.parse import PARSER_VERSION, BatchResult, ParseError, TradeRow, scan_batch
+from loader.prefetch import Prefetch
 from loader.store import Pending, SegmentState
 from wal import CorruptSegmentError, SegmentReader
 
@@ -90,7 +91,12 @@ class SegmentLoader:
     def load(self, path: Path, state: SegmentState) -> Outcome:
         """Continue ``path`` from its committed offset to its end (or a stop)."""
         self._logged = 0
-        batches = read_batches(path, state.offset_bytes, self.parser)
+        with Prefetch(read_batches(path, state.offset_bytes, self.parser)) as ahead:
+            return self._load(path, state, iter(ahead))
+
+    def _load(
+        self, path: Path, state: SegmentState, batches: Iterator[tuple[int, BatchResult]]
+    ) -> Outcome:
         committed, total = state.offset_bytes, Pending(end=state.offset_bytes)
         while True:
             pending = Pending(end=committed)
@@ -114,8 +120,11 @@ class SegmentLoader:
         with self.conn.transaction():
             current = store.lock_segment(self.conn, state.id)
             store.reset_segment(self.conn, current, self.parser.version)
-            with store.trade_copy(self.conn, state.id) as write:
-                status, error = self._fill(read_batches(path, 0, self.parser), pending, write)
+            with (
+                Prefetch(read_batches(path, 0, self.parser)) as ahead,
+                store.trade_copy(self.conn, state.id) as write,
+            ):
+                status, error = self._fill(iter(ahead), pending, write)
             self._record(state.id, pending, status, error)
         return Outcome(path.name, status, pending.trades, pending.error_count, error and error[1])
 

@@ -50,10 +50,12 @@ MAX_FEE_SCALE = 18
 _DECIMAL_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# The byte-level prefilter (see may_hold_trade). "last_trade_price" followed by a
-# quote and a colon is a key (book events carry one), never the event_type value.
-_TRADE_TOKEN = TRADE_EVENT.encode()
-_TRADE_KEY_RE = re.compile(rb'last_trade_price\\"(?:[ \t\r\n]|\\[nrt])*:')
+# The byte-level prefilter (see may_hold_trade). "last_trade_price" followed by an
+# (escaped) quote and a colon is a key (book events carry one), never the event_type
+# value; this finds the occurrences that are not followed so.
+_TRADE_VALUE_RE = re.compile(rb'last_trade_price(?!\\"(?:[ \t\r\n]|\\[nrt])*:)')
+_ESCAPE_RE = re.compile(rb"\\u")  # a regex search is twice as fast as `in` here
+_B64_RE = re.compile(rb'"b64"')
 _FRAME_PREFIX = b'{"type":"frame",'
 
 
@@ -119,17 +121,17 @@ def parse_trade_event(event: dict[str, Any], *, received_ns: int | None = None) 
     side = event.get("side")
     if not isinstance(side, str) or side not in SIDES:
         raise InvalidTrade(f"side {_short(side)} is not BUY or SELL")
-    return TradeRow(
-        ts=_timestamp(event.get("timestamp")),
-        token_id=_text(event, "asset_id"),
-        side=side,
-        price=price,
-        size=size,
-        trade_id=None,
-        market=_text(event, "market"),
-        fee_rate_bps=_fee(event.get("fee_rate_bps")),
-        transaction_hash=_optional_text(event, "transaction_hash"),
-        received_at=None if received_ns is None else _received_at(received_ns),
+    return TradeRow(  # positional: measurably faster than keywords on the hot path
+        _timestamp(event.get("timestamp")),
+        _text(event, "asset_id"),
+        side,
+        price,
+        size,
+        None,
+        _text(event, "market"),
+        _fee(event.get("fee_rate_bps")),
+        _optional_text(event, "transaction_hash"),
+        None if received_ns is None else _received_at(received_ns),
     )
 
 
@@ -157,10 +159,7 @@ def may_hold_trade(line: bytes) -> bool:
     escape could spell them differently and base64 hides them, so either means True.
     Every other occurrence followed by an (escaped) quote and a colon is a key.
     """
-    if b"\\u" in line or b'"b64"' in line:
-        return True
-    count = line.count(_TRADE_TOKEN)
-    return count > 0 and count != len(_TRADE_KEY_RE.findall(line))
+    return bool(_TRADE_VALUE_RE.search(line) or _ESCAPE_RE.search(line) or _B64_RE.search(line))
 
 
 def scan_batch(lines: Iterable[bytes], *, segment: str = "", offset: int = 0) -> BatchResult:
@@ -290,7 +289,7 @@ def _optional_text(event: dict[str, Any], name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidTrade(f"{name} {_short(value)} is not a string")
-    if len(value) > MAX_TEXT_CHARS or "\x00" in value or not _encodable(value):
+    if len(value) > MAX_TEXT_CHARS or "\x00" in value or not (value.isascii() or _encodable(value)):
         raise InvalidTrade(f"{name} {_short(value)} is not a plausible id")
     return value
 
