@@ -128,14 +128,15 @@ def reset(dsn: str) -> None:
         conn.execute("TRUNCATE trades, wal_segments")
 
 
-def loader_rate(dsn: str, wal_dir: Path, batch_trades: int) -> tuple[float, int]:
+def loader_rate(dsn: str, wal_dir: Path, batch_trades: int) -> tuple[float, int, float]:
+    """(trades/s, trades, seconds) of an in-process ``loader run --once`` from scratch."""
     reset(dsn)
     runner = Runner(dsn, wal_dir, stop=threading.Event(), batch_trades=batch_trades)
     start = time.perf_counter()
     report = runner.run(once=True)
     elapsed = time.perf_counter() - start
     runner.close()
-    return report.trades / elapsed, report.trades
+    return report.trades / elapsed, report.trades, elapsed
 
 
 def baseline_rate(dsn: str, wal_dir: Path, batch_trades: int) -> float:
@@ -196,7 +197,7 @@ def main() -> None:
                 init_db(conn)
             by_batch = {}
             for size in (int(s) for s in args.batch_sizes.split(",")):
-                rate, loaded = loader_rate(dsn, trades_dir, size)
+                rate, _, _ = loader_rate(dsn, trades_dir, size)
                 base = baseline_rate(dsn, trades_dir, size)
                 by_batch[size] = {
                     "loader_trades_per_s": round(rate),
@@ -204,7 +205,7 @@ def main() -> None:
                     "ratio": round(rate / base, 3),
                 }
                 print(f"batch {size}: loader {rate:,.0f}/s baseline {base:,.0f}/s", file=sys.stderr)
-            mix_load, _ = loader_rate(dsn, mix_dir, DEFAULT_BATCH_TRADES)
+            _, mix_trades, mix_s = loader_rate(dsn, mix_dir, DEFAULT_BATCH_TRADES)
         finally:
             pgserver.destroy(datadir)
     chosen = by_batch.get(DEFAULT_BATCH_TRADES) or next(iter(by_batch.values()))
@@ -223,7 +224,8 @@ def main() -> None:
             "mix_wal_bytes": mix_bytes,
             "mix_trade_share": TRADE_SHARE,
             "mix_scan_frames_per_s": round(scan),
-            "mix_load_trades_per_s_incl_scan": round(mix_load),
+            "mix_load_frames_per_s_into_db": round(scanned / mix_s),
+            "mix_load_trades": mix_trades,
             "goal_scan_frames_per_s": GOAL_SCAN,
             "postgres": "throwaway cluster, fsync off, plain table (no TimescaleDB)",
         },

@@ -23,8 +23,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+import orjson
+
 from loader.errors import LoaderError
-from wal.records import decode_line
 
 PARSER_VERSION = 1
 
@@ -170,7 +171,7 @@ def scan_batch(lines: Iterable[bytes], *, segment: str = "", offset: int = 0) ->
         if line.startswith(_FRAME_PREFIX) and not may_hold_trade(line):
             result.frames += 1
             continue
-        record = decode_line(line)
+        record = _decode_record(line)
         if record["type"] != "frame":
             continue
         result.frames += 1
@@ -180,12 +181,36 @@ def scan_batch(lines: Iterable[bytes], *, segment: str = "", offset: int = 0) ->
     return result
 
 
+def _loads(data: bytes | str) -> Any:
+    """JSON as the standard library reads it; orjson first, as it is about 4x faster.
+
+    orjson refuses what the standard library accepts beyond RFC 8259 (NaN, lone
+    surrogate escapes, which the WAL writes for such strings); those take the slow way.
+    It reads integers beyond 64 bits as floats, which no accepted trade field can be.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+def _decode_record(line: bytes) -> dict[str, Any]:
+    """A WAL line as a record (the rules of wal.records.decode_line). ValueError if not."""
+    try:
+        record = _loads(line)
+    except RecursionError:
+        raise ValueError("line nests too deeply to be a record") from None
+    if not isinstance(record, dict) or not isinstance(record.get("type"), str):
+        raise ValueError("line is not a JSON object with a string 'type'")
+    return record
+
+
 def _events(record: dict[str, Any]) -> list[dict[str, Any]]:
     text = _frame_text(record)
     if text is None or text in CONTROL_TEXTS:
         return []
     try:
-        value = json.loads(text)
+        value = _loads(text)
     except (ValueError, RecursionError):
         return []  # not JSON: control text we do not know yet, never a trade
     if isinstance(value, dict):
