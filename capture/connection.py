@@ -35,7 +35,11 @@ _JSON_HEADS = ("{", "[")  # a frame starting with these is market data (unless "
 
 
 class Sink(Protocol):
+    """Where records go: the WAL writer (``append_frame`` is its fast path for frames)."""
+
     def append(self, record: dict[str, Any]) -> int: ...
+
+    def append_frame(self, ts_ns: int, conn: int, n: int, message: str | bytes) -> int: ...
 
 
 class OpenGate:
@@ -228,12 +232,12 @@ class Connection:
         Classification is inlined for the common cases (PONG, JSON starting at byte 0):
         this loop runs for every frame and must stay close to a bare client's speed.
         """
-        conn, append, frame = self.id, self.sink.append, records.frame
+        conn, append_frame = self.id, self.sink.append_frame
         now_ns, monotonic, stats = time.time_ns, time.monotonic, self.stats
         watch_new = self.custom_features and self.on_new_market is not None
         n = 0
         async for message in ws:
-            append(frame(now_ns(), conn, n, message))
+            append_frame(now_ns(), conn, n, message)
             n += 1
             stats.frames += 1
             stats.bytes += len(message)

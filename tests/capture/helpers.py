@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.timeouts import TIMEOUT_S
-from wal import SegmentReader, list_segments
+from wal import SegmentReader, list_segments, records
 from wal.records import frame_payload
 
 
@@ -55,6 +55,9 @@ class ListSink:
     def append(self, record: dict[str, Any]) -> int:
         self.records.append(record)
         return len(self.records)
+
+    def append_frame(self, ts_ns: int, conn: int, n: int, message: str | bytes) -> int:
+        return self.append(records.frame(ts_ns, conn, n, message))
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [r for r in self.records if r["type"] == kind]
