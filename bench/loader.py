@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.results import write_section  # noqa: E402
-from loader.load import DEFAULT_BATCH_TRADES, CURRENT_PARSER, read_batches  # noqa: E402
+from loader.load import CURRENT_PARSER, DEFAULT_BATCH_TRADES, read_batches  # noqa: E402
 from loader.runner import Runner  # noqa: E402
 from loader.schema import init_db  # noqa: E402
 from loader.store import COPY_SQL, COPY_TYPES  # noqa: E402
@@ -179,7 +179,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(1)
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
-        trades_dir, mix_dir, pg_dir = (Path(tmp) / n for n in ("trades", "mix", "pg"))
+        trades_dir, mix_dir = Path(tmp) / "trades", Path(tmp) / "mix"
         trades_dir.mkdir()
         mix_dir.mkdir()
         trades_bytes = write_wal(trades_dir, [trade_text(i, rng) for i in range(args.trades)])
