@@ -135,10 +135,20 @@ def init_db(
             f"the database schema is version {current}, newer than this loader's "
             f"{LATEST_VERSION}: upgrade polymarket-capture"
         )
-    if timescale:
+    hypertable = _trades_is_hypertable(conn)
+    if hypertable:
         _set_compression_policy(conn, compress_after)
+        log.info(
+            "TimescaleDB: trades is a hypertable (1-day chunks), compressed after %s",
+            compress_after,
+        )
+    elif timescale:
+        log.warning(
+            "TimescaleDB is installed, but trades was created as a plain table before it "
+            "was; converting it (create_hypertable with migrate_data) is a manual step"
+        )
     conn.commit()
-    return InitResult(current, applied, timescale)
+    return InitResult(current, applied, hypertable)
 
 
 def schema_version(conn: psycopg.Connection) -> int:
@@ -147,31 +157,26 @@ def schema_version(conn: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def uses_timescaledb(conn: psycopg.Connection) -> bool:
-    """Whether ``trades`` is a hypertable."""
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
-    ).fetchone()
-    return bool(row and row[0])
-
-
 def _enable_timescaledb(conn: psycopg.Connection) -> bool:
+    """Whether the timescaledb extension is (now) installed in this database."""
     try:
         with conn.transaction():
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    except (
-        psycopg.errors.FeatureNotSupported,
-        psycopg.errors.UndefinedFile,
-        psycopg.errors.InsufficientPrivilege,
-    ) as exc:
+    except psycopg.DatabaseError as exc:
+        if isinstance(exc, psycopg.OperationalError):
+            raise  # the database is away: not a verdict on TimescaleDB
         log.info(
             "TimescaleDB not found (%s): trades is a plain PostgreSQL table with "
             "indexes on (token_id, ts) and (segment_id, ts); no compression",
             str(exc).splitlines()[0],
         )
         return False
-    log.info("TimescaleDB found: trades is a hypertable with 1-day chunks and compression")
     return True
+
+
+def _trades_is_hypertable(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT timescaledb FROM schema_version WHERE version = 1").fetchone()
+    return bool(row and row[0])
 
 
 def _set_compression_policy(conn: psycopg.Connection, compress_after: timedelta) -> None:
