@@ -96,14 +96,25 @@ class Runner:
         """Names of segments to reparse: all known ones, or those an older parser loaded."""
 
         def query() -> list[str]:
-            states = store.all_states(self._connection(lock=False))
-            self._connection(lock=False).commit()
+            conn = self._connection(lock=False)
+            states = store.all_states(conn)
+            conn.commit()
             on_disk = {path.name for path in list_sealed(self.wal_dir)}
-            return sorted(
+            wanted = sorted(
                 name
                 for name, state in states.items()
-                if name in on_disk and (all_segments or state.parser_version < self.parser.version)
+                if all_segments or state.parser_version < self.parser.version
             )
+            missing = [name for name in wanted if name not in on_disk]
+            if missing:
+                log.warning(
+                    "%d segment(s) to reparse are no longer in %s and are left as they are "
+                    "(first: %s)",
+                    len(missing),
+                    self.wal_dir,
+                    missing[0],
+                )
+            return [name for name in wanted if name in on_disk]
 
         return self._retrying(query, "listing segments")
 
@@ -120,6 +131,8 @@ class Runner:
                 continue
             if state is None:
                 state = store.ensure_segment(conn, path.name, self.parser.version)
+                if state.status != "loading":
+                    continue  # a reparse got to this new segment first
             try:
                 outcome = loader.load(path, state)
             except ConcurrentLoadError as exc:
