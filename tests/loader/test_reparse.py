@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +15,20 @@ import psycopg
 from loader.load import Parser
 from loader.parse import PARSER_VERSION, BatchResult, ParseError, scan_batch
 from loader.runner import Runner
-from tests.loader.conftest import db_trades, expected_trades, run_loader, sealed, segments
-from tests.loader.helpers import DROP, trade_event, trade_frame, write_segment
+from tests.loader.conftest import (
+    ROOT,
+    check_counts_match_table,
+    committed_trades,
+    db_trades,
+    expected_trades,
+    loader_cmd,
+    run_loader,
+    sealed,
+    segments,
+    wait_for_progress,
+)
+from tests.loader.helpers import DROP, build_wal, trade_event, trade_frame, write_segment
+from tests.timeouts import TIMEOUT_S
 from wal.records import frame
 
 
@@ -144,3 +159,33 @@ def test_reparse_needs_exactly_one_selection(db: str, wal_dir: Path) -> None:
         done = run_loader(db, "reparse", "--wal-dir", str(wal_dir), *args)
         assert done.returncode == 2, args
         assert "exactly one" in done.stderr
+
+
+def test_reparse_while_run_is_loading_leaves_exactly_the_expected_rows(
+    db: str, wal_dir: Path
+) -> None:
+    build_wal(wal_dir)
+    expected = expected_trades(sealed(wal_dir))
+    child = subprocess.Popen(
+        loader_cmd("--dsn", db, "run", "--wal-dir", str(wal_dir), "--batch-trades", "25"),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_progress(db, 0)
+        for _ in range(2):
+            done = run_loader(db, "reparse", "--wal-dir", str(wal_dir), "--all")
+            assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + TIMEOUT_S * 3
+        while db_trades(db) != expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=TIMEOUT_S)
+    finally:
+        child.kill()
+    assert child.returncode == 0, stderr
+    assert db_trades(db) == expected
+    assert committed_trades(db) == sum(expected.values())
+    check_counts_match_table(db)
