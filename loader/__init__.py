@@ -6,7 +6,6 @@ are the database edge; ``cli`` is the ``loader`` command. See README, "Loader".
 
 from loader.errors import (
     ConcurrentLoadError,
-    ConfigError,
     LoaderBusyError,
     LoaderError,
     SchemaError,
@@ -24,7 +23,6 @@ from loader.parse import (
 __all__ = [
     "PARSER_VERSION",
     "ConcurrentLoadError",
-    "ConfigError",
     "InvalidTrade",
     "LoaderBusyError",
     "LoaderError",

@@ -136,7 +136,7 @@ def run(dsn: str | None, wal_dir: Path, once: bool, poll_seconds: float, batch_t
             report = runner.run(once=once, poll_s=poll_seconds)
         finally:
             runner.close()
-    _finish(report, "loaded")
+    _finish(report, "loaded", fail_on_corrupt=once)
 
 
 @main.command()
@@ -173,7 +173,7 @@ def reparse(
             report = _reparse(runner, names)
         finally:
             runner.close()
-    _finish(report, "reparsed")
+    _finish(report, "reparsed", fail_on_corrupt=True)
 
 
 @main.command("status")
@@ -202,13 +202,17 @@ def _log_outcome(outcome: Outcome) -> None:
     log.info("segment %s %s: %d trades", outcome.name, outcome.status, outcome.trades)
 
 
-def _finish(report: RunReport, verb: str) -> None:
+def _finish(report: RunReport, verb: str, *, fail_on_corrupt: bool) -> None:
+    """Print the summary; exit 1 for corrupt segments in one-shot commands.
+
+    A continuous ``run`` has logged them already and exits 0 on SIGTERM regardless.
+    """
     click.echo(
         f"{verb} {len(report.loaded)} segments, {report.trades} trades"
         + (" (stopped)" if report.stopped else ""),
         err=True,
     )
-    if report.corrupt:
+    if report.corrupt and fail_on_corrupt:
         details = "; ".join(f"{o.name}: {o.error}" for o in report.corrupt)
         raise click.ClickException(
             f"{len(report.corrupt)} corrupt segment(s), loaded up to the damage: {details}"

@@ -3,7 +3,8 @@
 Tree::
 
     LoaderError
-    ├── ConfigError          a bad option value or an unreadable WAL directory
+    ├── InvalidTrade         (loader.parse) a trade event that cannot be a trade;
+    │                        frame parsing turns it into a ParseError value
     ├── SchemaError          the database has no schema, or a newer one than this loader
     ├── LoaderBusyError      another ``loader run`` already holds this database
     ├── ConcurrentLoadError  a segment's committed offset moved under us
@@ -19,10 +20,6 @@ from __future__ import annotations
 
 class LoaderError(Exception):
     """Root of every error the loader package raises on purpose."""
-
-
-class ConfigError(LoaderError):
-    """An option or the WAL directory cannot be used."""
 
 
 class SchemaError(LoaderError):

@@ -137,3 +137,20 @@ def test_run_waits_for_a_database_that_is_not_up_yet(own_server: Path, wal_dir: 
     finally:
         child.kill()
     assert child.returncode == 0
+
+
+def test_continuous_run_with_a_corrupt_segment_still_exits_0_on_sigterm(
+    db: str, wal_dir: Path
+) -> None:
+    bad = write_segment(wal_dir, 0, [[trade_frame(1)]])
+    bad.write_bytes(b"garbage" + bad.read_bytes())
+    write_segment(wal_dir, 1, [[trade_frame(2)]])
+    child = start_run(db, wal_dir)
+    try:
+        wait_until(lambda: committed_trades(db) == 1, "the good segment")
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=TIMEOUT_S)
+    finally:
+        child.kill()
+    assert child.returncode == 0, stderr
+    assert "is corrupt" in stderr
