@@ -6,7 +6,8 @@ import pytest
 from capture import protocol
 from capture.protocol import FrameKind
 
-REALFRAMES = Path(__file__).resolve().parents[3] / "shared" / "realframes" / "frames.jsonl"
+# A copy of the live captures in ../shared/realframes (see tests/data/realframes.README.md).
+REALFRAMES = Path(__file__).resolve().parents[1] / "data" / "realframes.jsonl"
 
 
 def real_frames() -> list[str]:

@@ -21,7 +21,7 @@ ASSET = "72710166409980712002774407052535905861151156175854323762835102340552522
 MARKET = "0x12dc2b61723b2a54fc1947a307389b5f32038e7a29a0e936ad1fe410b969d06a"
 # A copy of ../shared/realframes/frames.jsonl (provenance and licenses per line and in
 # realframes.README.md), kept in the repo so the tests run from a clone.
-REAL_FRAMES = Path(__file__).resolve().parent / "data" / "realframes.jsonl"
+REAL_FRAMES = Path(__file__).resolve().parents[1] / "data" / "realframes.jsonl"
 
 
 def trade_event(i: int = 0, **overrides: Any) -> dict[str, Any]:
