@@ -75,6 +75,12 @@ class Interval(click.ParamType):
 @click.pass_context
 def main(ctx: click.Context, dsn: str | None, log_level: str) -> None:
     """Load trades from sealed WAL segments into PostgreSQL/TimescaleDB, exactly once."""
+    _check_dsn(dsn)
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    ctx.obj = dsn
+
+
+def _check_dsn(dsn: str | None) -> None:
     if dsn:
         try:
             conninfo.conninfo_to_dict(dsn)
@@ -83,11 +89,25 @@ def main(ctx: click.Context, dsn: str | None, log_level: str) -> None:
                 "not a connection string (key=value pairs or a postgresql:// URI)",
                 param_hint="--dsn",
             ) from None
-    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    ctx.obj = dsn
+
+
+def _set_dsn(ctx: click.Context, _param: Any, value: str | None) -> None:
+    if value:
+        _check_dsn(value)
+        ctx.obj = value
+
+
+# `loader run --dsn X` works as well as `loader --dsn X run` (LOADER_DSN is read by the group).
+SUB_DSN = click.option(
+    "--dsn",
+    expose_value=False,
+    callback=_set_dsn,
+    help="PostgreSQL connection string (also accepted before the command, or LOADER_DSN).",
+)
 
 
 @main.command("init-db")
+@SUB_DSN
 @click.option(
     "--compress-after",
     envvar="LOADER_COMPRESS_AFTER",
@@ -108,6 +128,7 @@ def init_db(dsn: str | None, compress_after: timedelta) -> None:
 
 
 @main.command()
+@SUB_DSN
 @WAL_DIR
 @click.option("--once", is_flag=True, envvar="LOADER_ONCE", help="Stop when caught up.")
 @click.option(
@@ -140,6 +161,7 @@ def run(dsn: str | None, wal_dir: Path, once: bool, poll_seconds: float, batch_t
 
 
 @main.command()
+@SUB_DSN
 @WAL_DIR
 @click.option("--segment", "segments", multiple=True, metavar="NAME", help="Repeatable.")
 @click.option("--all", "all_segments", is_flag=True, help="Every segment in the database.")
@@ -177,6 +199,7 @@ def reparse(
 
 
 @main.command("status")
+@SUB_DSN
 @WAL_DIR
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @click.pass_obj

@@ -71,3 +71,14 @@ def test_a_second_run_on_the_same_database_exits_1(db: str, wal_dir: Path) -> No
 def test_help_shows_env_vars() -> None:
     out = CliRunner().invoke(main, ["run", "--help"]).output
     assert "LOADER_WAL_DIR" in out and "LOADER_POLL_SECONDS" in out
+
+
+def test_dsn_is_accepted_after_the_command_too(db: str, wal_dir: Path) -> None:
+    write_segment(wal_dir, 0, [[trade_frame(1)]])
+    runner = CliRunner()
+    result = runner.invoke(main, ["run", "--dsn", db, "--wal-dir", str(wal_dir), "--once"])
+    assert result.exit_code == 0, result.output
+    status = runner.invoke(main, ["status", "--dsn", db, "--wal-dir", str(wal_dir), "--json"])
+    assert json.loads(status.stdout)["trades"] == 1
+    bad = runner.invoke(main, ["status", "--dsn", "host=x =y", "--wal-dir", str(wal_dir)])
+    assert bad.exit_code == 2
