@@ -211,6 +211,27 @@ def status_cmd(dsn: str | None, wal_dir: Path, as_json: bool) -> None:
     click.echo(json.dumps(report.to_dict(), sort_keys=True) if as_json else status.render(report))
 
 
+@main.command("prunable")
+@SUB_DSN
+@WAL_DIR
+@click.option(
+    "--older-than",
+    type=Interval(),
+    default="7 days",
+    show_default=True,
+    help="Only segments opened longer ago than this.",
+)
+@click.pass_obj
+def prunable_cmd(dsn: str | None, wal_dir: Path, older_than: timedelta) -> None:
+    """Print sealed segments that are loaded by the current parser and older than
+    --older-than, one path per line: what may be deleted once backed up. Deletes nothing."""
+    with _errors(dsn), db.connect(dsn) as conn:
+        db.require_schema(conn)
+        paths = status.prunable(conn, wal_dir, older_than.total_seconds())
+    for path in paths:
+        click.echo(str(path))
+
+
 def _reparse(runner: Runner, names: list[str]) -> RunReport:
     if not names:
         click.echo("nothing to reparse", err=True)

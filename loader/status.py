@@ -104,3 +104,26 @@ def _age(name: str, now: float) -> float | None:
         return None
     opened = calendar.timegm(time.strptime(parsed.stamp, "%Y%m%dT%H%M%SZ"))
     return max(now - opened, 0.0)
+
+
+def prunable(
+    conn: psycopg.Connection, wal_dir: Path, older_than_s: float, now: float | None = None
+) -> list[Path]:
+    """Sealed segments in ``wal_dir`` that may be deleted: ``loaded`` by the current parser
+    version (a stale one may still need ``reparse``) and opened more than ``older_than_s``
+    ago. Corrupt, loading and unseen segments are never listed."""
+    now = time.time() if now is None else now
+    loaded = {
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM wal_segments WHERE status = 'loaded' AND parser_version = %s",
+            (PARSER_VERSION,),
+        )
+    }
+    conn.commit()
+    out = []
+    for path in list_sealed(wal_dir):
+        age = _age(path.name, now)
+        if path.name in loaded and age is not None and age > older_than_s:
+            out.append(path)
+    return out

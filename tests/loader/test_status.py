@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 
 import psycopg
+from click.testing import CliRunner
 
+from loader.cli import main as cli
 from loader.parse import PARSER_VERSION
 from loader.status import collect, render
 from tests.loader.conftest import run_loader
@@ -87,3 +89,24 @@ def test_status_counts_a_partly_loaded_segment_in_the_backlog(db: str, wal_dir: 
 def test_status_without_schema_says_to_run_init_db(fresh_db: str, wal_dir: Path) -> None:
     done = run_loader(fresh_db, "status", "--wal-dir", str(wal_dir))
     assert done.returncode == 1 and "loader init-db" in done.stderr
+
+
+def test_prunable_lists_only_old_segments_loaded_by_the_current_parser(db, wal_dir):
+    for seq in range(3):
+        write_segment(wal_dir, seq, [[trade_frame(seq)]])
+    runner = CliRunner()
+    assert (
+        runner.invoke(cli, ["run", "--dsn", db, "--wal-dir", str(wal_dir), "--once"]).exit_code == 0
+    )
+    names = sorted(p.name for p in wal_dir.glob("*.jsonl.zst"))
+    with psycopg.connect(db) as conn:
+        conn.execute("UPDATE wal_segments SET parser_version = 0 WHERE name = %s", (names[1],))
+        conn.execute("UPDATE wal_segments SET status = 'corrupt' WHERE name = %s", (names[2],))
+    write_segment(wal_dir, 3, [[trade_frame(9)]])  # sealed, never loaded
+    result = runner.invoke(
+        cli, ["prunable", "--dsn", db, "--wal-dir", str(wal_dir), "--older-than", "0h"]
+    )
+    assert result.exit_code == 0, result.output
+    assert [Path(p).name for p in result.output.split()] == [names[0]]
+    ancient = ["prunable", "--dsn", db, "--wal-dir", str(wal_dir), "--older-than", "36500d"]
+    assert runner.invoke(cli, ancient).output == ""  # nothing is a century old
