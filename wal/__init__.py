@@ -4,9 +4,11 @@ Knows nothing of Polymarket, asyncio or SQL. See DESIGN.md, "WAL format, version
 """
 
 from wal.errors import (
+    BadOffsetError,
     CorruptSegmentError,
     WalClosedError,
     WalError,
+    WalFatalError,
     WalLockedError,
     WalWriteError,
 )
@@ -20,6 +22,7 @@ from wal.writer import Hooks, WalWriter, WriterStats
 
 __all__ = [
     "FORMAT_VERSION",
+    "BadOffsetError",
     "Batch",
     "CorruptSegmentError",
     "FileOps",
@@ -31,6 +34,7 @@ __all__ = [
     "SegmentReader",
     "WalClosedError",
     "WalError",
+    "WalFatalError",
     "WalLockedError",
     "WalWriteError",
     "WalWriter",

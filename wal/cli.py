@@ -73,7 +73,13 @@ def _summary(path: Path) -> dict[str, object]:
 @main.command("cat")
 @click.argument("segment", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--type", "types", multiple=True, help="Only records of this type (repeatable).")
-@click.option("--from-offset", default=0, show_default=True, help="Start at this frame offset.")
+@click.option(
+    "--from-offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Start at this frame's byte offset (see --offsets).",
+)
 @click.option("--offsets", is_flag=True, help="Prefix each line with its frame's byte offset.")
 def cat_cmd(segment: Path, types: tuple[str, ...], from_offset: int, offsets: bool) -> None:
     """Print the records of SEGMENT as JSON lines."""

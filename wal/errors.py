@@ -4,9 +4,11 @@ Tree::
 
     WalError
     ├── CorruptSegmentError   a sealed segment (or a non-tail part of one) is damaged
+    │   └── BadOffsetError    reading was asked to start where no frame starts
     ├── WalLockedError        another writer holds the directory's lock
     ├── WalWriteError         the disk refused a write, fsync or rename
-    └── WalClosedError        append after close()
+    ├── WalClosedError        append after close()
+    └── WalFatalError         the writer thread died of an unexpected error
 """
 
 from __future__ import annotations
@@ -35,6 +37,21 @@ class CorruptSegmentError(WalError):
         )
 
 
+class BadOffsetError(CorruptSegmentError):
+    """A start offset that is not a frame boundary of this segment (or the file changed)."""
+
+    def __init__(self, path: Path | str, offset: int, cause: str) -> None:
+        WalError.__init__(
+            self,
+            f"{path}: byte offset {offset} is not the start of a zstd frame ({cause}). "
+            "List the frame offsets with `wal cat --offsets`; if a loader stored this "
+            "offset, the file was replaced since it was loaded.",
+        )
+        self.path = Path(path)
+        self.offset = offset
+        self.cause = cause
+
+
 class WalLockedError(WalError):
     """Another process already writes to this WAL directory."""
 
@@ -53,3 +70,9 @@ class WalWriteError(WalError):
 
 class WalClosedError(WalError):
     """The writer was closed; nothing more can be appended."""
+
+
+class WalFatalError(WalError):
+    """The writer thread stopped on an unexpected error; nothing more will be written.
+
+    Restart the process: recovery at the next start seals the open segment."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import zstandard
 
 from wal import zframe
-from wal.errors import CorruptSegmentError
+from wal.errors import BadOffsetError, CorruptSegmentError
 from wal.naming import OPEN_SUFFIX
 from wal.records import FORMAT_VERSION, Record, decode_line
 
@@ -60,15 +60,19 @@ class SegmentReader:
         self.tolerant = tolerate_torn_tail
         self.valid_end = 0
         self.torn_cause: str | None = None
+        self._start = 0
         self._dctx = zstandard.ZstdDecompressor()
 
     def batches(self, start_offset: int = 0) -> Iterator[Batch]:
         """Yield each batch from ``start_offset`` (which must be a frame boundary)."""
         self.valid_end = start_offset
         self.torn_cause = None
+        self._start = start_offset
         with open(self.path, "rb") as f:
             size = f.seek(0, 2)
-            if size == 0 or start_offset >= size:
+            if start_offset < 0 or start_offset > size:
+                raise BadOffsetError(self.path, start_offset, f"the file has {size} bytes")
+            if size == 0 or start_offset == size:
                 if start_offset == 0:
                     self._fail(0, "empty file: no segment header")
                 return
@@ -111,6 +115,8 @@ class SegmentReader:
             self._fail(pos, f"incomplete zstd frame ({exc}), {len(buf) - pos} bytes at end")
             return None
         except zframe.Malformed as exc:
+            if pos == self._start > 0:
+                raise BadOffsetError(self.path, pos, str(exc)) from None
             self._fail(pos, f"not a zstd frame: {exc}")
             return None
         data = buf[pos:end]

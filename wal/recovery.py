@@ -131,7 +131,9 @@ def _scan(path: Path) -> tuple[int, int, int, str | None, str | None]:
 
 def _keep_torn_bytes(path: Path, valid_end: int, ops: FileOps) -> Path:
     torn_dir = path.parent / TORN_DIR
-    torn_dir.mkdir(exist_ok=True)
+    if not torn_dir.exists():
+        torn_dir.mkdir()
+        ops.fsync_dir(path.parent)  # so the kept bytes survive a power cut too
     with open(path, "rb") as f:
         f.seek(valid_end)
         tail = f.read()

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 from pathlib import Path
 
 import zstandard
 
 from wal.errors import WalWriteError
-from wal.fsutil import FileOps, durable_replace
+from wal.fsutil import FileOps
 from wal.naming import SegmentName
+
+log = logging.getLogger(__name__)
 
 
 def compressor(level: int) -> zstandard.ZstdCompressor:
@@ -36,6 +39,7 @@ class OpenSegment:
         self.records = 0
         self.frames = 0
         self.seal_written = False  # the seal frame is durable; only the rename is left
+        self.renamed = False
 
     @classmethod
     def create(cls, directory: Path, name: SegmentName, ops: FileOps) -> OpenSegment:
@@ -76,7 +80,8 @@ class OpenSegment:
             self.ops.ftruncate(self.fd, self.size)
 
     def finish(self) -> Path:
-        """Rename to the sealed name (the seal frame must already be written)."""
+        """Rename to the sealed name (the seal frame must already be written) and fsync
+        the directory. Safe to call again after a failure: done steps are not redone."""
         sealed = self.directory / self.name.sealed_name
         if self.fd is not None:
             try:
@@ -84,18 +89,28 @@ class OpenSegment:
                 self.ops.fsync(self.fd)
             except OSError as exc:
                 raise _write_error("fsync", self.path, exc) from exc
-            self.ops.close(self.fd)
-            self.fd = None
+            self.close()
+        if not self.renamed:
+            try:
+                self.ops.rename(self.path, sealed)
+            except OSError as exc:
+                raise _write_error("rename", self.path, exc) from exc
+            self.renamed = True
         try:
-            durable_replace(self.path, sealed, self.ops)
+            self.ops.fsync_dir(self.directory)
         except OSError as exc:
-            raise _write_error("rename", self.path, exc) from exc
+            raise _write_error("fsync of the directory", self.directory, exc) from exc
         return sealed
 
     def close(self) -> None:
+        """Close the file. The descriptor is gone even when close() reports an error, and
+        whatever was written is already fsynced, so the error is only logged."""
         if self.fd is not None:
-            self.ops.close(self.fd)
-            self.fd = None
+            fd, self.fd = self.fd, None
+            try:
+                self.ops.close(fd)
+            except OSError as exc:
+                log.warning("closing %s reported %s (its data was fsynced before)", self.path, exc)
 
 
 def _write_error(what: str, path: Path, exc: OSError) -> WalWriteError:

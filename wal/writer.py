@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from wal import records as rec
-from wal.errors import WalClosedError, WalError, WalLockedError, WalWriteError
+from wal.errors import (
+    WalClosedError,
+    WalError,
+    WalFatalError,
+    WalLockedError,
+    WalWriteError,
+)
 from wal.fsutil import REAL_OPS, FileOps
 from wal.naming import LOCK_NAME, make_name, next_seq
 from wal.policy import DEFAULT_LEVEL, Policy
@@ -33,6 +39,7 @@ log = logging.getLogger(__name__)
 
 RETRY_INITIAL_S = 0.1  # first retry after a disk error
 RETRY_MAX_S = 5.0  # a full disk is retried at least this often
+DROPPED_RECORD_BYTES = 120  # room a `dropped` record needs in the buffer
 DROP_LOG_EVERY_S = 10.0  # drops are always recorded in the WAL; the log line is rate-limited
 _FRAME_PREFIX = b'{"type":"frame"'
 
@@ -105,6 +112,7 @@ class WalWriter:
         self._cctx = compressor(level)
         self._last_seal: dict[str, Any] = {}
         self._drop_logged_at = -DROP_LOG_EVERY_S
+        self.fatal_error: str | None = None  # set when the writer thread died
 
     @classmethod
     def open(cls, directory: Path | str, policy: Policy | None = None, **kwargs: Any) -> WalWriter:
@@ -147,32 +155,40 @@ class WalWriter:
     def _append_line(self, line: bytes) -> int:
         size = len(line)
         with self._cond:
+            if self.fatal_error is not None:
+                raise WalFatalError(
+                    f"WAL writer for {self.directory} died: {self.fatal_error}; restart "
+                    "the process (recovery seals the open segment)"
+                )
             if self._closing:
                 raise WalClosedError(f"WAL writer for {self.directory} is closed")
             if self.stats.buffered_bytes + size > self.policy.max_buffer_bytes:
                 self._dropped_unrecorded += 1
                 self.stats.dropped_total += 1
                 return 0
-            if self._dropped_unrecorded:
-                self._queue(
-                    rec.encode_record(
-                        rec.dropped(self.clock_ns(), self._dropped_unrecorded, "buffer_full")
-                    )
-                )
-                now = self.monotonic()
-                if now - self._drop_logged_at >= DROP_LOG_EVERY_S:
-                    self._drop_logged_at = now
-                    log.error(
-                        "WAL buffer (%d MiB) was full: %d records dropped so far; the disk "
-                        "is slower than the feed or failing (see earlier errors)",
-                        self.policy.max_buffer_bytes >> 20,
-                        self.stats.dropped_total,
-                    )
-                self._dropped_unrecorded = 0
+            self._record_drops()
             self._queue(line)
             if self._pending_bytes >= self.policy.batch_bytes:
                 self._cond.notify_all()
             return self.stats.appended
+
+    def _record_drops(self) -> None:
+        """Under the lock: queue a ``dropped`` record for drops not yet recorded."""
+        if not self._dropped_unrecorded:
+            return
+        self._queue(
+            rec.encode_record(rec.dropped(self.clock_ns(), self._dropped_unrecorded, "buffer_full"))
+        )
+        self._dropped_unrecorded = 0
+        now = self.monotonic()
+        if now - self._drop_logged_at >= DROP_LOG_EVERY_S:
+            self._drop_logged_at = now
+            log.error(
+                "WAL buffer (%d MiB) was full: %d records dropped so far; the disk "
+                "is slower than the feed or failing (see earlier errors)",
+                self.policy.max_buffer_bytes >> 20,
+                self.stats.dropped_total,
+            )
 
     def _queue(self, line: bytes) -> None:
         if not self._pending:
@@ -186,7 +202,10 @@ class WalWriter:
     def wait_durable(self, line_no: int, timeout: float | None = None) -> bool:
         """Block until line ``line_no`` is fsynced; False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: self.stats.durable >= line_no, timeout)
+            self._cond.wait_for(
+                lambda: self.stats.durable >= line_no or self.fatal_error is not None, timeout
+            )
+            return self.stats.durable >= line_no
 
     def flush(self, timeout: float | None = None) -> bool:
         """Ask for everything queued so far to be written now; wait until it is."""
@@ -205,6 +224,9 @@ class WalWriter:
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
+            if self.fatal_error is not None:
+                self._unlock()
+                return False
             if thread.is_alive():
                 with self._cond:
                     self._closed = True
@@ -212,10 +234,12 @@ class WalWriter:
                     self._cond.notify_all()
                 log.error(
                     "WAL writer could not finish within %.1fs (%s): %d records were not "
-                    "written; the open segment is sealed by recovery at the next start",
+                    "written and %d dropped ones not recorded; the open segment is sealed "
+                    "by recovery at the next start",
                     timeout or 0,
                     self.stats.last_error,
                     lost,
+                    self._dropped_unrecorded,
                 )
                 thread.join(1.0)
                 self._unlock()
@@ -226,12 +250,19 @@ class WalWriter:
     # ----- the writer thread -----
 
     def _run(self) -> None:
-        while True:
+        try:
+            while True:
+                with self._cond:
+                    lines, seal = self._wait_for_work()
+                    if lines is None:
+                        return
+                self._write(lines, seal)
+        except BaseException as exc:  # a bug or MemoryError: never die silently
+            log.critical("WAL writer thread died", exc_info=True)
             with self._cond:
-                lines, seal = self._wait_for_work()
-                if lines is None:
-                    return
-            self._write(lines, seal)
+                self.fatal_error = f"{type(exc).__name__}: {exc}"
+                self.stats.last_error = self.fatal_error
+                self._cond.notify_all()
 
     def _wait_for_work(self) -> tuple[list[bytes] | None, bool]:
         """Under the lock: sleep until work is due and take it: (lines, seal after them).
@@ -243,6 +274,10 @@ class WalWriter:
             if self._retry_at is not None and now < self._retry_at:
                 self._cond.wait(self._retry_at - now)
                 continue
+            if self._dropped_unrecorded and (
+                self.stats.buffered_bytes + DROPPED_RECORD_BYTES <= self.policy.max_buffer_bytes
+            ):
+                self._record_drops()  # also when no append comes (quiet feed, shutdown)
             segment = self._segment
             unfinished = segment is not None and segment.seal_written
             if self._closing and segment is None and not self._pending:
@@ -296,7 +331,7 @@ class WalWriter:
                 self._write_batch([], with_seal=True)
             if seal and self._segment is not None:
                 self._finish_segment()
-        except WalError as exc:
+        except (WalError, OSError) as exc:
             self._failed(exc, [line for chunk in chunks[done:] for line in chunk])
             return
         self._retry_delay = RETRY_INITIAL_S
@@ -373,8 +408,10 @@ class WalWriter:
         self._opened_at = self.monotonic()
         self.stats.current_segment = name.filename
 
-    def _failed(self, exc: WalError, unwritten: list[bytes]) -> None:
+    def _failed(self, exc: WalError | OSError, unwritten: list[bytes]) -> None:
         """Put ``unwritten`` back at the head of the queue and schedule a retry."""
+        if isinstance(exc, OSError):
+            exc = WalWriteError(f"disk operation in {self.directory} failed: {exc}")
         first = self.stats.last_error is None
         with self._cond:
             self.stats.write_errors += 1

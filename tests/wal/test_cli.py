@@ -55,3 +55,14 @@ def test_cat_of_corrupt_segment_exits_1_with_message(tmp_path):
 
 def test_usage_error_exits_2():
     assert CliRunner().invoke(main, ["cat"]).exit_code == 2
+
+
+def test_cat_from_an_offset_that_is_no_frame_boundary_says_so(tmp_path):
+    path = write_segment(tmp_path, sample_frames(5))
+    result = CliRunner().invoke(main, ["cat", str(path), "--from-offset", "3"])
+    assert result.exit_code == 1
+    assert "is not the start of a zstd frame" in result.output and "--offsets" in result.output
+    assert "restore" not in result.output
+    assert CliRunner().invoke(main, ["cat", str(path), "--from-offset", "-5"]).exit_code == 2
+    past_end = CliRunner().invoke(main, ["cat", str(path), "--from-offset", "999999"])
+    assert past_end.exit_code == 1 and "not the start of a zstd frame" in past_end.output

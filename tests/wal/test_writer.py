@@ -6,7 +6,7 @@ import pytest
 
 from tests.timeouts import TIMEOUT_S
 from tests.wal.helpers import frames_in, read_all, sample_frames
-from wal import FileOps, Policy, WalClosedError, WalLockedError, WalWriter, records
+from wal import FileOps, Policy, WalClosedError, WalFatalError, WalLockedError, WalWriter, records
 from wal.naming import list_segments
 
 
@@ -165,3 +165,85 @@ def test_append_is_safe_from_many_threads(tmp_path):
     frames = frames_in(tmp_path)
     for conn in range(4):
         assert [f for f in frames if f["conn"] == conn] == sample_frames(500, conn=conn)
+
+
+class DirSyncFailsOnceAfterRename(FileOps):
+    def __init__(self) -> None:
+        self.renamed = False
+        self.failed = False
+
+    def rename(self, src, dst):
+        super().rename(src, dst)
+        self.renamed = True
+
+    def fsync_dir(self, directory):
+        if self.renamed and not self.failed:
+            self.failed = True
+            raise OSError(errno.EIO, "injected")
+        super().fsync_dir(directory)
+
+
+def test_a_failed_directory_fsync_after_the_rename_is_retried_not_fatal(tmp_path):
+    ops = DirSyncFailsOnceAfterRename()
+    writer = WalWriter.open(tmp_path, Policy(flush_ms=1, rotate_s=0.05), ops=ops)
+    _wait(lambda: ops.failed, "the injected failure")
+    n = writer.append(sample_frames(1)[0])
+    assert writer.wait_durable(n, TIMEOUT_S)
+    assert writer.close(TIMEOUT_S)
+    assert len(frames_in(tmp_path)) == 1
+
+
+class CloseFailsOnce(FileOps):
+    failed = False
+
+    def close(self, fd):
+        super().close(fd)
+        if not self.failed:
+            self.failed = True
+            raise OSError(errno.EIO, "injected")
+
+
+def test_an_error_from_close_is_logged_not_fatal(tmp_path):
+    ops = CloseFailsOnce()
+    writer = WalWriter.open(tmp_path, Policy(flush_ms=1, rotate_s=0.05), ops=ops)
+    _wait(lambda: writer.stats.segments_sealed >= 2, "rotations")
+    assert writer.fatal_error is None
+    writer.append(sample_frames(1)[0])
+    assert writer.close(TIMEOUT_S)
+
+
+class Buggy(FileOps):
+    broken = False
+
+    def pwrite(self, fd, data, offset):
+        if self.broken:
+            raise RuntimeError("a bug in the file layer")
+        super().pwrite(fd, data, offset)
+
+
+def test_writer_thread_death_is_reported_never_silent(tmp_path, caplog):
+    ops = Buggy()
+    writer = WalWriter.open(tmp_path, Policy(flush_ms=1), ops=ops)
+    ops.broken = True
+    n = writer.append(sample_frames(1)[0])
+    assert not writer.wait_durable(n, TIMEOUT_S)  # returns as soon as the thread died
+    assert writer.fatal_error == "RuntimeError: a bug in the file layer"
+    with pytest.raises(WalFatalError, match="restart the process"):
+        writer.append(sample_frames(1)[0])
+    assert writer.close(TIMEOUT_S) is False
+    assert "WAL writer thread died" in caplog.text
+    WalWriter.open(tmp_path).close(TIMEOUT_S)  # the next start recovers the open segment
+
+
+def test_drops_are_recorded_even_when_no_append_follows(tmp_path):
+    ops = FaultyOps()
+    policy = Policy(flush_ms=1, batch_bytes=4096, max_buffer_bytes=8192)
+    writer = WalWriter.open(tmp_path, policy, ops=ops)
+    ops.fsync_errno = errno.ENOSPC
+    for r in sample_frames(500):
+        writer.append(r)
+    assert writer.stats.dropped_total > 0
+    ops.fsync_errno = None
+    assert writer.close(TIMEOUT_S)  # no append after the disk recovered
+    drops = [r for _, p in list_segments(tmp_path) for r in read_all(p) if r["type"] == "dropped"]
+    assert sum(d["count"] for d in drops) == writer.stats.dropped_total
