@@ -11,6 +11,7 @@ report compares what the exchange sent with what was captured and loaded.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -32,7 +33,7 @@ from scripts.pipeline import (
     wait_for,
 )
 
-DEMO = ROOT / ".demo"
+DEMO = Path(os.environ.get("POLYMARKET_DEMO_DIR", ROOT / ".demo"))  # tests use their own
 ASSETS = 300  # a few hundred assets: two connections of 200
 RATE = 40.0  # frames/s per connection from the fake exchange
 ROTATE_S = 5  # short rotation so the loader has sealed segments to load during the demo
@@ -57,7 +58,8 @@ def run(seconds: float, keep_db: bool) -> int:
     shutil.rmtree(DEMO, ignore_errors=True)
     DEMO.mkdir()
     wal_dir = DEMO / "wal"
-    say("starting a throwaway PostgreSQL in .demo/pg ...")
+    DEMO.chmod(0o755)  # the server may run as the postgres user
+    say(f"starting a throwaway PostgreSQL in {DEMO / 'pg'} ...")
     dsn = pgserver.start(DEMO / "pg")
     exchange = start_exchange(DEMO, assets=ASSETS, rate=RATE, seed=7)
     say(f"fake exchange on {exchange.ws_url} with {exchange.tokens} assets")
@@ -83,12 +85,12 @@ def run(seconds: float, keep_db: bool) -> int:
         for proc in procs:
             proc.kill()
         exchange.stop()
-    _report(dsn, wal_dir, exchange)
+    ok = _report(dsn, wal_dir, exchange)
     if not keep_db:
         stop_all()
     else:
         say(f"PostgreSQL left running: psql '{dsn}'  (stop it with `make demo-stop`)")
-    return 0
+    return 0 if ok else 1
 
 
 def _watch(seconds: float, procs: list[Proc], wal_dir: Path) -> None:
@@ -111,7 +113,8 @@ def _caught_up(dsn: str, wal_dir: Path) -> bool:
     return sealed <= done
 
 
-def _report(dsn: str, wal_dir: Path, exchange: Exchange) -> None:
+def _report(dsn: str, wal_dir: Path, exchange: Exchange) -> bool:
+    """Print the report; True when every trade sent was captured and loaded once."""
     wal = summarize_wal(wal_dir)
     sent = sent_trades(exchange.record)
     with psycopg.connect(dsn) as conn:
@@ -129,16 +132,14 @@ def _report(dsn: str, wal_dir: Path, exchange: Exchange) -> None:
     print(f"  trades sent           {sum(sent.values()):>10}   (by the fake exchange)")
     print(f"  trades in the WAL     {sum(wal.trades.values()):>10}")
     print(f"  trades loaded         {loaded_n:>10}   (PostgreSQL table trades)")
-    verdict = (
-        "all sent trades loaded exactly once"
-        if sent == wal.trades and loaded_n == sum(sent.values())
-        else "MISMATCH: see the logs in .demo/"
-    )
+    ok = sent == wal.trades and loaded_n == sum(sent.values())
+    verdict = "all sent trades loaded exactly once" if ok else f"MISMATCH: see the logs in {DEMO}"
     print(f"  check                 {verdict}")
     print("\n  top markets by traded size:")
     for market, trades, size in top:
         print(f"    {market[:18]}...  {trades:>6} trades  {size:>14} size")
     print(f"\n  logs and data: {DEMO}/  |  wal ls {wal_dir}  |  loader status --wal-dir {wal_dir}")
+    return ok
 
 
 def main(argv: list[str] | None = None) -> int:

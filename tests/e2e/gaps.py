@@ -8,7 +8,7 @@ daemon was down (from a kill until every connection subscribed again).
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +17,9 @@ from typing import Any
 # received but not yet fsynced at a SIGKILL (flush_ms), are lost just before the
 # recorded gap starts.
 IN_FLIGHT_NS = 1_000_000_000
+
+# Longest plausible time from the exchange's send to capture's receive on loopback.
+MAX_DELIVERY_NS = 5_000_000_000
 
 Window = tuple[int, int]
 
@@ -101,16 +104,22 @@ def assets_of(text: str) -> list[str]:
 def unexplained(
     sent: Iterable[dict[str, Any]], wal_frames: Iterable[dict[str, Any]], gaps: Gaps
 ) -> tuple[list[dict[str, Any]], int]:
-    """Sent frames missing from the WAL outside every gap, and how many were explained."""
-    have = Counter(frame_key(f) for f in wal_frames)
+    """Sent frames missing from the WAL outside every gap, and how many were explained.
+
+    A sent frame is matched to the earliest unmatched WAL frame with the same content
+    received at or after its send time (both clocks are this machine's), within
+    MAX_DELIVERY_NS. Identical frames (``PONG``) thus match the right occurrence."""
+    received: dict[str, deque[int]] = {}
+    for f in sorted(wal_frames, key=lambda f: f["ts_ns"]):
+        received.setdefault(frame_key(f), deque()).append(f["ts_ns"])
     bad, explained = [], 0
-    for entry in sent:
-        key = frame_key(entry)
-        if have[key] > 0:
-            have[key] -= 1
-            continue
-        text = entry.get("text") or ""
-        if gaps.explains(entry["ts_ns"], assets_of(text)):
+    for entry in sorted(sent, key=lambda e: e["ts_ns"]):
+        queue = received.get(frame_key(entry), deque())
+        while queue and queue[0] < entry["ts_ns"]:
+            queue.popleft()  # received before this was sent: belongs to an earlier send
+        if queue and queue[0] <= entry["ts_ns"] + MAX_DELIVERY_NS:
+            queue.popleft()
+        elif gaps.explains(entry["ts_ns"], assets_of(entry.get("text") or "")):
             explained += 1
         else:
             bad.append(entry)

@@ -114,6 +114,7 @@ def test_chaos_loses_nothing_outside_recorded_gaps(tmp_path, pg_server, fresh_db
         loader.kill()
         exchange.stop()
 
+    (tmp_path / "kills.json").write_text(json.dumps(kills))  # for a post-mortem
     verify = run_cli("wal", "verify", str(wal_dir), check=False)
     assert verify.returncode == 0, verify.stdout
 

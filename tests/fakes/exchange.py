@@ -26,6 +26,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from tests.fakes.stream import Universe
 
@@ -180,6 +181,8 @@ class FakeExchange:
             del self.conns[cid]
 
     async def _send(self, conn: FakeConn, message: str | bytes) -> None:
+        if conn.ws.state is not State.OPEN:
+            return  # closing or closed: it could never reach the client, so it is not "sent"
         if self.keep_sent:
             self.sent[conn.id].append(message)
         if self._record is not None:
