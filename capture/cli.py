@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidURI
 from websockets.uri import parse_uri
 
 from capture import logs
-from capture.config import Config, Timing
+from capture.config import MIN_BUFFER_BYTES, Config, Timing, buffer_too_small
 from capture.daemon import Daemon
 from capture.discovery import DEFAULT_GAMMA_URL
 from capture.errors import CaptureError
@@ -46,6 +46,12 @@ def _metrics_addr(ctx: click.Context, param: click.Parameter, value: str | None)
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
     return (host or "0.0.0.0", int(port))
+
+
+def _buffer_mb(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value << 20 < MIN_BUFFER_BYTES:
+        raise click.BadParameter(buffer_too_small(value << 20))
+    return value
 
 
 def _ws_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -126,10 +132,13 @@ def main() -> None:
 )
 @_opt(
     "--max-buffer-mb",
-    type=click.IntRange(min=2),
+    type=click.IntRange(min=1),
     default=256,
     show_default=True,
-    help="Memory for records not yet on disk; past it frames are dropped (and counted).",
+    callback=_buffer_mb,
+    help="Memory for records not yet on disk; past it frames are dropped (and counted). "
+    f"At least {MIN_BUFFER_BYTES >> 20}; the largest message accepted is the smaller of "
+    "64 MiB and half of it.",
 )
 @_opt(
     "--silence-timeout",
@@ -152,6 +161,7 @@ def main() -> None:
 @_hidden("--backoff-max", 60.0)
 @_hidden("--status-interval", 5.0)
 @_hidden("--open-spacing", 0.1)
+@_hidden("--ready-wait", 30.0)
 def run(**o: Any) -> None:
     """Run the capture daemon until SIGTERM/SIGINT (SIGHUP re-reads --assets-file)."""
     if not (o["assets"] or o["assets_file"] or o["discover"]):
@@ -164,6 +174,7 @@ def run(**o: Any) -> None:
         backoff_max_s=max(o["backoff_max"], o["backoff_initial"]),
         status_interval_s=o["status_interval"],
         open_spacing_s=o["open_spacing"],
+        ready_wait_s=o["ready_wait"],
     )
     config = Config(
         wal_dir=o["wal_dir"],

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from capture import backoff, watchdog
 from capture.discovery import DEFAULT_GAMMA_URL
+from capture.errors import ConfigError
 from capture.protocol import DEFAULT_ASSETS_PER_CONN, DEFAULT_URL
 
 PING_INTERVAL_S = 10.0  # the server drops a connection after ~10 s without a PING
@@ -16,6 +17,12 @@ CLOSE_TIMEOUT_S = 1.0  # a dead peer must not hold a reconnect or shutdown long
 STATUS_INTERVAL_S = 5.0  # how fresh `capture status` is; the file lists every asset
 DISCOVER_INTERVAL_S = 300.0  # new markets appear by the minute; Gamma allows far more
 MAX_FRAME_BYTES = 64 << 20  # initial dumps of 500 books run to several MiB
+MIN_FRAME_BYTES = 16 << 20  # the receive limit is never below this (a big initial dump)
+# A frame must fit in the WAL buffer with room to spare, else it is always dropped:
+# the receive limit is at most half the buffer, so the buffer is at least 32 MiB.
+BUFFER_PER_FRAME = 2
+MIN_BUFFER_BYTES = MIN_FRAME_BYTES * BUFFER_PER_FRAME
+READY_WAIT_S = 30.0  # READY=1 waits at most this for Gamma, then for the first connects
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,7 @@ class Timing:
     open_timeout_s: float = OPEN_TIMEOUT_S
     close_timeout_s: float = CLOSE_TIMEOUT_S
     status_interval_s: float = STATUS_INTERVAL_S
+    ready_wait_s: float = READY_WAIT_S
 
 
 @dataclass(frozen=True)
@@ -51,3 +59,22 @@ class Config:
     max_buffer_bytes: int = 256 << 20
     metrics_addr: tuple[str, int] | None = None
     timing: Timing = field(default_factory=Timing)
+
+    def __post_init__(self) -> None:
+        if self.max_buffer_bytes < MIN_BUFFER_BYTES:
+            raise ConfigError(buffer_too_small(self.max_buffer_bytes))
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """The largest message accepted: 64 MiB, or half the WAL buffer when that is less
+        (never below 16 MiB), so that a frame received always fits in the buffer."""
+        return max(MIN_FRAME_BYTES, min(MAX_FRAME_BYTES, self.max_buffer_bytes // BUFFER_PER_FRAME))
+
+
+def buffer_too_small(max_buffer_bytes: int) -> str:
+    return (
+        f"--max-buffer-mb {max_buffer_bytes >> 20} is too small: the buffer must hold "
+        f"{BUFFER_PER_FRAME}x the largest message accepted, which is at least "
+        f"{MIN_FRAME_BYTES >> 20} MiB (initial dumps run to several MiB); "
+        f"use --max-buffer-mb {MIN_BUFFER_BYTES >> 20} or more"
+    )

@@ -25,7 +25,7 @@ from capture import protocol
 from capture.backoff import Backoff
 from capture.config import MAX_FRAME_BYTES, Timing
 from capture.watchdog import Watchdog
-from wal import records
+from wal import WalFatalError, records
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ class Connection:
         timing: Timing,
         custom_features: bool = True,
         on_new_market: Callable[[list[str]], None] | None = None,
+        on_wal_fatal: Callable[[WalFatalError], None] | None = None,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
     ) -> None:
         self.id = conn_id
         self.url = url
@@ -96,6 +98,8 @@ class Connection:
         self.timing = timing
         self.custom_features = custom_features
         self.on_new_market = on_new_market
+        self.on_wal_fatal = on_wal_fatal
+        self.max_frame_bytes = max_frame_bytes
         self.stats = ConnStats()
         self.backoff = Backoff(timing.backoff_initial_s, timing.backoff_max_s, timing.healthy_s)
         self.first_attempt = asyncio.Event()  # set once the first connect has succeeded or failed
@@ -142,6 +146,9 @@ class Connection:
                 break
             try:
                 await self._session()
+            except WalFatalError as exc:  # nowhere to put frames: receiving more is pointless
+                self._wal_fatal(exc)
+                break
             except Exception:  # a bug must cost one session, never the connection slot
                 log.exception("conn %d: unexpected error; reconnecting", self.id)
             self.first_attempt.set()
@@ -153,7 +160,15 @@ class Connection:
             log.info("conn %d: reconnecting in %.1fs", self.id, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+        self.first_attempt.set()
         self.stats.state = "stopped"
+
+    def _wal_fatal(self, exc: WalFatalError) -> None:
+        """The WAL writer died: stop this connection and tell the daemon (which exits)."""
+        self._stopping = True
+        self._wake.set()
+        if self.on_wal_fatal is not None:
+            self.on_wal_fatal(exc)
 
     async def stop(self) -> None:
         """Stop reading: close the socket (frames received until then are recorded)."""
@@ -167,7 +182,7 @@ class Connection:
         try:
             ws = await connect(
                 self.url,
-                max_size=MAX_FRAME_BYTES,
+                max_size=self.max_frame_bytes,
                 ping_interval=None,  # the exchange wants app-level text PINGs instead
                 open_timeout=self.timing.open_timeout_s,
                 close_timeout=self.timing.close_timeout_s,
@@ -307,4 +322,9 @@ class Connection:
         )
 
     def _record(self, record: dict[str, Any]) -> None:
-        self.sink.append(record)
+        """Append a non-frame record. A dead WAL writer is reported, not raised: this runs
+        in cleanup paths and in subscription changes made by the daemon."""
+        try:
+            self.sink.append(record)
+        except WalFatalError as exc:
+            self._wal_fatal(exc)

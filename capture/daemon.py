@@ -17,14 +17,14 @@ from typing import Any
 
 from capture import discovery
 from capture.assets import parse_assets_file
-from capture.config import Config
+from capture.config import MAX_FRAME_BYTES, Config
 from capture.connection import Connection, OpenGate
-from capture.errors import ConfigError, DiscoveryError
+from capture.errors import ConfigError, DiscoveryError, WalDiedError
 from capture.metrics import CaptureCollector, Metrics
 from capture.notify import Notifier
 from capture.shard import Shards
 from capture.status import write_status
-from wal import FileOps, Hooks, Policy, WalWriteError, WalWriter
+from wal import FileOps, Hooks, Policy, WalFatalError, WalWriteError, WalWriter
 from wal.fsutil import REAL_OPS
 from wal.policy import DEFAULT_BATCH_BYTES
 
@@ -69,7 +69,8 @@ class Daemon:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
-        self._first_discovery = asyncio.Event()  # READY waits for the first Gamma answer
+        self._first_discovery = asyncio.Event()  # set after the first Gamma attempt
+        self.fatal: str | None = None  # the WAL writer died: the daemon exits with status 1
         self._gate = OpenGate(config.timing.open_spacing_s)
         self._last_frames = (time.monotonic(), 0)
         self._state = "starting"
@@ -82,7 +83,7 @@ class Daemon:
 
     def reconcile(self) -> None:
         """Subscribe what is wanted and not held, unsubscribe what is held and not wanted."""
-        if self._state in ("stopping", "stopped"):
+        if self._state in ("stopping", "stopped", "failed"):
             return  # no new connections once the shutdown has begun
         wanted = self.desired()
         wanted_set = set(wanted)
@@ -116,6 +117,8 @@ class Daemon:
             timing=self.config.timing,
             custom_features=self.config.custom_features,
             on_new_market=self.on_new_market,
+            on_wal_fatal=self._on_wal_fatal,
+            max_frame_bytes=self.config.max_frame_bytes,
         )
         self.connections[conn_id] = conn
         self._tasks[conn_id] = asyncio.create_task(conn.run(), name=f"conn-{conn_id}")
@@ -164,9 +167,14 @@ class Daemon:
         cfg = self.config
         if cfg.assets_file is not None:
             self._file_assets = read_assets_file(cfg.assets_file)
+        if cfg.max_frame_bytes < MAX_FRAME_BYTES:
+            log.info(
+                "messages larger than %d MiB are refused (half of --max-buffer-mb %d)",
+                cfg.max_frame_bytes >> 20,
+                cfg.max_buffer_bytes >> 20,
+            )
+        # wal's recovery logs each segment it recovered (crash recovery: ...)
         self.writer = await asyncio.to_thread(self._open_writer)
-        for report in self.writer.stats.recovered:
-            log.warning("recovered an unsealed segment after a crash: %s", report)
         try:
             self._start_metrics()
             self._install_signals()
@@ -174,6 +182,8 @@ class Daemon:
         finally:
             self._remove_signals()
             await self._shutdown()
+        if self.fatal is not None:
+            raise WalDiedError(f"WAL writer died: {self.fatal}")
 
     def _open_writer(self) -> WalWriter:
         cfg = self.config
@@ -208,11 +218,12 @@ class Daemon:
     async def _main(self) -> None:
         self.reconcile()
         self._state = "running"
+        known_at_start = bool(self.connections)
         if self.config.discover:
             self._spawn(self._discovery_loop())
         else:
             self._first_discovery.set()
-        self._spawn(self._ready())
+        self._spawn(self._ready(wait_for_discovery=not known_at_start))
         self._spawn(self._status_loop())
         if self.notifier.watchdog_interval_s is not None:
             self._spawn(self._watchdog_loop(self.notifier.watchdog_interval_s))
@@ -221,11 +232,30 @@ class Daemon:
     def _spawn(self, coro: Any) -> None:
         self._background.append(asyncio.create_task(coro))
 
-    async def _ready(self) -> None:
-        await self._first_discovery.wait()
+    async def _ready(self, *, wait_for_discovery: bool) -> None:
+        """READY=1 once the WAL is open and the first connections have been tried.
+
+        The assets known at start (--asset, --assets-file) do not wait for Gamma: a slow
+        listing must not hold READY past systemd's TimeoutStartSec. With --discover only,
+        READY waits for the first discovery attempt, at most ``ready_wait_s``; then for
+        each connection's first connect (or failure), again at most ``ready_wait_s``.
+        """
+        wait_s = self.config.timing.ready_wait_s
+        if wait_for_discovery:
+            try:
+                await asyncio.wait_for(self._first_discovery.wait(), wait_s)
+            except TimeoutError:
+                log.warning("Gamma has not answered within %.0fs; ready without it", wait_s)
         if not self.connections:
             log.warning("no assets to subscribe yet; waiting for a discovery or SIGHUP")
-        await asyncio.gather(*(c.first_attempt.wait() for c in list(self.connections.values())))
+        firsts = [c.first_attempt.wait() for c in list(self.connections.values())]
+        if firsts:
+            try:
+                await asyncio.wait_for(asyncio.gather(*firsts), wait_s)
+            except TimeoutError:
+                log.warning("some connections have not been tried within %.0fs", wait_s)
+        if self.fatal is not None:
+            return
         up = sum(1 for c in self.connections.values() if c.stats.state == "up")
         message = f"{len(self.shards.owner)} assets, {up}/{len(self.connections)} connections up"
         log.info("ready: %s", message)
@@ -233,8 +263,30 @@ class Daemon:
 
     async def _status_loop(self) -> None:
         while True:
+            self._check_writer()
             await self._write_status()
             await asyncio.sleep(self.config.timing.status_interval_s)
+
+    def _check_writer(self) -> bool:
+        """False (and the daemon stopping) once the WAL writer thread has died."""
+        if self.fatal is None and self.writer is not None and self.writer.fatal_error:
+            self._on_wal_fatal(self.writer.fatal_error)
+        return self.fatal is None
+
+    def _on_wal_fatal(self, exc: WalFatalError | str) -> None:
+        """Nothing received can be kept any more: stop pinging systemd's watchdog, stop
+        receiving, and exit with status 1 so that systemd restarts capture."""
+        if self.fatal is not None:
+            return
+        writer_error = self.writer.fatal_error if self.writer is not None else None
+        self.fatal = writer_error or str(exc)
+        log.critical(
+            "WAL writer died: %s; exiting so that systemd restarts capture and recovery "
+            "seals the open segment",
+            self.fatal,
+        )
+        self._state = "failed"
+        self.request_stop()
 
     async def _write_status(self) -> None:
         try:
@@ -246,12 +298,18 @@ class Daemon:
         """Discover now (without holding up connections or a stop), then every interval."""
         interval = self.config.discover_interval_s
         while True:
-            ok = await self.refresh_discovery()
+            try:
+                ok = await self.refresh_discovery()
+            except Exception:  # a bug or an unforeseen error must not end discovery for good
+                log.exception("discovery failed unexpectedly; keeping the previous list")
+                ok = False
             self._first_discovery.set()
+            if not ok:
+                log.info("discovery: retrying in %.0fs", min(interval, DISCOVER_RETRY_S))
             await asyncio.sleep(interval if ok else min(interval, DISCOVER_RETRY_S))
 
     async def _watchdog_loop(self, interval: float) -> None:
-        while True:
+        while self._check_writer():  # a dead WAL writer gets no more pings
             self.notifier.watchdog()
             await asyncio.sleep(interval)
 
@@ -276,7 +334,9 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         """Stop reading, then write out and seal the segment: well within 5 s."""
-        self._state = "stopping"
+        self._check_writer()
+        if self.fatal is None:
+            self._state = "stopping"
         self.notifier.stopping()
         log.info("stopping: closing %d connections", len(self.connections))
         for task in self._background:
@@ -293,7 +353,8 @@ class Daemon:
             sealed = await asyncio.to_thread(self.writer.close, SEAL_S)
             if not sealed:
                 log.error("the open segment could not be sealed; recovery seals it next start")
-        self._state = "stopped"
+        self._check_writer()
+        self._state = "failed" if self.fatal is not None else "stopped"
         await self._write_status()
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)
@@ -327,6 +388,8 @@ class Daemon:
                 )
             }
         )
+        if self.writer is not None:
+            wal["fatal_error"] = self.fatal or self.writer.fatal_error
         return {
             "pid": os.getpid(),
             "state": self._state,

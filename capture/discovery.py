@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import threading
 import urllib.error
@@ -70,7 +71,9 @@ def fetch_open_tokens(base: str) -> list[str]:
                 raise
             exc.close()
             tokens = _offsets(base)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        # HTTPException (IncompleteRead, BadStatusLine, ...) is not an OSError: a body
+        # cut short or a garbled status line is a failed refresh like any other
         if isinstance(exc, urllib.error.HTTPError):
             exc.close()
         raise DiscoveryError(

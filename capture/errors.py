@@ -5,7 +5,8 @@ Tree::
     CaptureError
     ├── ConfigError      an option or an assets file is unusable (the user fixes it)
     ├── DiscoveryError   Gamma could not be read or answered something unexpected
-    └── StatusError      no usable status file: the daemon is not running or is stuck
+    ├── StatusError      no usable status file: the daemon is not running or is stuck
+    └── WalDiedError     the WAL writer thread died: exit so that systemd restarts us
 
 WAL problems are ``wal.WalError``s (e.g. ``WalLockedError``) and pass through as they are.
 """
@@ -27,3 +28,7 @@ class DiscoveryError(CaptureError):
 
 class StatusError(CaptureError):
     """The status file is missing, unreadable or stale."""
+
+
+class WalDiedError(CaptureError):
+    """The WAL writer thread died; the daemon exits (status 1) for systemd to restart it."""

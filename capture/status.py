@@ -53,10 +53,13 @@ def read_status(wal_dir: Path, now_ns: int) -> dict[str, Any]:
 
 def check_fresh(doc: dict[str, Any], now_ns: int, alive: bool, path: Path) -> None:
     age = (now_ns - int(doc.get("updated_ns", 0))) / 1e9
-    if doc.get("state") == "stopped" or not alive:
+    fatal = (doc.get("wal") or {}).get("fatal_error")
+    if doc.get("state") in ("stopped", "failed") or not alive:
+        died = f"; its WAL writer died: {fatal}" if fatal else ""
         raise StatusError(
             f"capture is not running (pid {doc.get('pid')}, {path} last written "
-            f"{age:.0f}s ago, state {doc.get('state')!r}); start it or check its service logs"
+            f"{age:.0f}s ago, state {doc.get('state')!r}{died}); start it or check its "
+            "service logs"
         )
     limit = float(doc.get("interval_s", 2.0)) * STALE_AFTER_INTERVALS
     if age > limit:
@@ -77,7 +80,9 @@ def render(doc: dict[str, Any]) -> str:
         f"dropped {wal.get('dropped_total', 0)}, segment {wal.get('current_segment')}, "
         f"sealed {wal.get('segments_sealed', 0)}, buffered {wal.get('buffered_bytes', 0)} B",
     ]
-    if wal.get("last_error"):
+    if wal.get("fatal_error"):
+        lines.append(f"WAL WRITER DIED (capture is exiting): {wal['fatal_error']}")
+    elif wal.get("last_error"):
         lines.append(f"WAL ERROR ({wal.get('write_errors')} so far): {wal['last_error']}")
     lines.append(f"{'conn':>4}  {'state':<10} {'assets':>6} {'frames':>10} {'last frame':>11}")
     for conn in doc["connections"]:

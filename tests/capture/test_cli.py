@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from capture.cli import main
 from capture.status import STATUS_NAME
-from tests.capture.helpers import frames_by_conn, wait_for, wal_records
+from tests.capture.helpers import HungGamma, frames_by_conn, wait_for, wal_records
 from tests.fakes.exchange import FakeExchange
 from tests.timeouts import TIMEOUT_S, scaled
 from wal import list_segments
@@ -59,6 +59,15 @@ FAST_OPTS = [
 def test_usage_errors_exit_2_without_traceback(tmp_path, args):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_buffer_smaller_than_two_of_the_largest_messages_is_a_usage_error(tmp_path):
+    args = ["run", "--wal-dir", str(tmp_path), "--asset", "1", "--max-buffer-mb", "8"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "--max-buffer-mb 8 is too small" in result.output
+    assert "use --max-buffer-mb 32 or more" in result.output
     assert "Traceback" not in result.output
 
 
@@ -293,3 +302,32 @@ async def test_sigterm_during_a_hung_gamma_request_still_exits_within_5s(tmp_pat
         await wait_for(lambda: proc.popen.poll() is not None, scaled(5.0))
         assert proc.popen.returncode == 0, proc.logs()
         assert time.monotonic() - started < scaled(5.0)
+
+
+async def test_ready_does_not_wait_for_a_hung_gamma(tmp_path, exchange, procs):
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    got: list[str] = []
+
+    def drain() -> list[str]:
+        while True:
+            try:
+                got.append(sock.recv(4096).decode())
+            except BlockingIOError:
+                return got
+
+    try:
+        async with HungGamma() as gamma:
+            start(
+                procs,
+                tmp_path / "wal",
+                ["--url", exchange.ws_url, "--asset", "1", "--discover", "--gamma-url", gamma.url],
+                env={"NOTIFY_SOCKET": str(path)},
+            )
+            await wait_for(lambda: any(m.startswith("READY=1") for m in drain()))
+            assert any("1/1 connections up" in m for m in got)
+            await wait_for(lambda: gamma.requests == 1)  # the listing is still pending
+    finally:
+        sock.close()

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import errno
 import json
+import logging
+import socket
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from capture.config import Config, Timing
 from capture.daemon import Daemon
-from capture.status import STATUS_NAME
-from tests.capture.helpers import frames_by_conn, wait_for, wal_records
+from capture.errors import ConfigError, StatusError, WalDiedError
+from capture.notify import Notifier
+from capture.status import STATUS_NAME, read_status
+from tests.capture.helpers import CutShortGamma, HungGamma, frames_by_conn, wait_for, wal_records
 from tests.fakes.exchange import FakeExchange
 from tests.timeouts import TIMEOUT_S
-from wal import FileOps
+from wal import FileOps, records
 
 FAST = Timing(
     ping_interval_s=0.2,
@@ -55,17 +61,19 @@ class Runner:
 async def run_daemon(tmp_path: Path, exchange: FakeExchange):
     runners: list[Runner] = []
 
-    def _run(ops: FileOps | None = None, **kw) -> Runner:
+    def _run(ops: FileOps | None = None, notifier: Notifier | None = None, **kw) -> Runner:
         kw.setdefault("url", exchange.ws_url)
         kw.setdefault("gamma_url", exchange.gamma_url)
-        config = Config(wal_dir=tmp_path / "wal", timing=FAST, flush_ms=20, **kw)
-        daemon = Daemon(config, signals=False, **({"ops": ops} if ops else {}))
+        kw = {"timing": FAST, "flush_ms": 20, **kw}
+        config = Config(wal_dir=tmp_path / "wal", **kw)
+        daemon = Daemon(config, signals=False, notifier=notifier, **({"ops": ops} if ops else {}))
         runners.append(Runner(daemon))
         return runners[-1]
 
     yield _run
     for runner in runners:
-        await runner.stop()
+        with contextlib.suppress(WalDiedError):
+            await runner.stop()
 
 
 async def test_graceful_run_wal_frames_equal_what_the_fake_sent(tmp_path, exchange, run_daemon):
@@ -213,3 +221,217 @@ async def test_1000_assets_become_5_connections_of_200_on_the_wire(tmp_path):
             assert all(f["type"] == "market" and len(f["assets_ids"]) == 200 for f in firsts)
         finally:
             await runner.stop()
+
+
+# ----- Gamma failures never end discovery -----
+
+
+async def test_a_gamma_body_cut_short_is_logged_and_retried(exchange, run_daemon, caplog):
+    caplog.set_level(logging.INFO, logger="capture")
+    async with CutShortGamma() as gamma:
+        runner = run_daemon(
+            assets=tuple(exchange.tokens()[:2]),
+            discover=True,
+            gamma_url=gamma.url,
+            discover_interval_s=0.05,  # a failure is retried after min(interval, 30 s)
+        )
+        await wait_for(lambda: gamma.requests >= 3)  # still refreshing after failures
+        await wait_for(lambda: runner.conns_up() == 1)
+        assert not runner.task.done()
+        assert runner.daemon.status()["state"] == "running"
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert any("IncompleteRead" in m and "keeping the previous list" in m for m in errors)
+        assert any("discovery: retrying" in r.getMessage() for r in caplog.records)
+        assert set(runner.daemon.shards.owner) == set(exchange.tokens()[:2])
+
+
+class BuggyDiscovery(Daemon):
+    """A refresh that fails with an error nobody foresaw, once."""
+
+    failed = False
+
+    async def refresh_discovery(self) -> bool:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("unforeseen")
+        return await super().refresh_discovery()
+
+
+async def test_an_unexpected_discovery_error_is_logged_with_traceback_and_retried(
+    tmp_path, exchange, caplog
+):
+    config = Config(
+        wal_dir=tmp_path / "wal",
+        discover=True,
+        gamma_url=exchange.gamma_url,
+        url=exchange.ws_url,
+        discover_interval_s=0.05,
+        timing=FAST,
+    )
+    runner = Runner(BuggyDiscovery(config, signals=False))
+    try:
+        await wait_for(lambda: len(runner.daemon.shards.owner) == 10)  # the retry worked
+        failed = [r for r in caplog.records if "discovery failed unexpectedly" in r.getMessage()]
+        assert len(failed) == 1 and failed[0].exc_info is not None
+        assert "unforeseen" in caplog.text
+    finally:
+        await runner.stop()
+
+
+# ----- READY does not wait for a slow Gamma -----
+
+
+class ListeningSocket:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.got: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.got.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                return self.got
+
+
+@pytest.fixture
+def notify_socket(tmp_path) -> Iterator[tuple[Path, ListeningSocket]]:
+    path = tmp_path / "notify.sock"
+    listener = ListeningSocket(path)
+    try:
+        yield path, listener
+    finally:
+        listener.sock.close()
+
+
+async def test_ready_with_only_discover_and_a_hung_gamma_after_the_bounded_wait(
+    exchange, run_daemon, notify_socket
+):
+    path, listener = notify_socket
+    async with HungGamma() as gamma:
+        runner = run_daemon(
+            discover=True,
+            gamma_url=gamma.url,
+            timing=dataclasses.replace(FAST, ready_wait_s=0.2),
+            notifier=Notifier({"NOTIFY_SOCKET": str(path)}),
+        )
+        await wait_for(lambda: any(m.startswith("READY=1") for m in listener.drain()))
+        assert gamma.requests == 1 and not runner.daemon._first_discovery.is_set()
+        await gamma.release()  # the listing fails now; discovery goes on, nothing breaks
+        await wait_for(runner.daemon._first_discovery.is_set)
+        assert not runner.task.done()
+        await runner.stop()
+
+
+# ----- a dead WAL writer: exit 1 for systemd to restart us -----
+
+
+class BrokenWrites(FileOps):
+    """Once ``broken`` is set, a data write fails with an error no disk gives: the WAL
+    writer thread dies of it (the "unexpected exception" case)."""
+
+    def __init__(self) -> None:
+        self.broken = False
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        if self.broken:
+            raise RuntimeError("injected bug in the write path")
+        super().pwrite(fd, data, offset)
+
+
+class RecordingNotifier(Notifier):
+    """A real notifier that also notes, for each message, whether the daemon had failed."""
+
+    def __init__(self) -> None:
+        super().__init__({"WATCHDOG_USEC": "100000"})  # pings every 0.05 s
+        self.daemon: Daemon | None = None
+        self.sent: list[tuple[str, bool]] = []
+
+    def send(self, *fields: str) -> None:
+        assert self.daemon is not None
+        self.sent.append((fields[0], self.daemon.fatal is not None))
+        super().send(*fields)
+
+
+async def _dies(runner: Runner, caplog) -> None:
+    with pytest.raises(WalDiedError, match="RuntimeError: injected bug"):
+        await asyncio.wait_for(runner.task, TIMEOUT_S)
+    critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert any(
+        m.startswith("WAL writer died: RuntimeError: injected bug")
+        and "exiting so that systemd restarts capture and recovery seals the open segment" in m
+        for m in critical
+    ), critical
+
+
+async def test_a_dead_wal_writer_seen_while_receiving_exits_1(
+    tmp_path, exchange, run_daemon, caplog
+):
+    ops, notifier = BrokenWrites(), RecordingNotifier()
+    runner = run_daemon(ops=ops, notifier=notifier, assets=tuple(exchange.tokens()[:4]))
+    notifier.daemon = runner.daemon
+    await wait_for(lambda: runner.conns_up() == 1 and runner.daemon.writer.stats.durable > 5)
+    await wait_for(lambda: sum(m == "WATCHDOG=1" for m, _ in notifier.sent) >= 2)
+    ops.broken = True
+    await _dies(runner, caplog)
+    assert runner.daemon.connections[0].stats.state == "stopped"
+    assert ("WATCHDOG=1", True) not in notifier.sent  # no pings once the writer died
+    doc = json.loads((tmp_path / "wal" / STATUS_NAME).read_text())
+    assert doc["state"] == "failed"
+    assert doc["wal"]["fatal_error"].startswith("RuntimeError: injected bug")
+    with pytest.raises(StatusError, match="WAL writer died: RuntimeError"):
+        read_status(tmp_path / "wal", doc["updated_ns"])
+
+
+async def test_a_dead_wal_writer_seen_by_the_status_loop_exits_1(
+    tmp_path, exchange, run_daemon, caplog
+):
+    empty = tmp_path / "assets.txt"
+    empty.write_text("# nothing yet\n")
+    ops, notifier = BrokenWrites(), RecordingNotifier()
+    runner = run_daemon(ops=ops, notifier=notifier, assets_file=empty)  # nothing received
+    notifier.daemon = runner.daemon
+    await wait_for(lambda: runner.daemon.status()["state"] == "running")
+    ops.broken = True
+    runner.daemon.writer.append(records.sent(1, 0, "x"))  # the thread dies writing it
+    await _dies(runner, caplog)
+    assert ("WATCHDOG=1", True) not in notifier.sent
+    assert json.loads((tmp_path / "wal" / STATUS_NAME).read_text())["state"] == "failed"
+
+
+# ----- the WAL buffer holds any message accepted -----
+
+
+async def test_messages_up_to_half_the_buffer_are_kept_larger_ones_refused(
+    tmp_path, exchange, run_daemon, caplog
+):
+    caplog.set_level(logging.INFO, logger="capture")
+    runner = run_daemon(assets=tuple(exchange.tokens()[:2]), max_buffer_bytes=32 << 20)
+    await wait_for(lambda: runner.conns_up() == 1)
+    assert "messages larger than 16 MiB are refused" in caplog.text
+    big = '{"event_type": "book", "pad": "' + "x" * (15 << 20) + '"}'
+    await exchange.send_text(big)
+    await wait_for(lambda: any(len(m) > 15 << 20 for m in _frames(tmp_path)))
+    assert runner.daemon.writer.stats.dropped_total == 0
+    await exchange.send_text("y" * ((16 << 20) + 1))  # over the limit: the socket is closed
+    await wait_for(lambda: runner.daemon.connections[0].stats.reconnects["connection_lost"] > 0)
+    await runner.stop()
+    closes = [r for r in wal_records(tmp_path / "wal") if r["type"] == "conn_close"]
+    assert "message too big" in closes[0]["error"]
+    assert runner.daemon.writer.stats.dropped_total == 0
+
+
+def _frames(tmp_path: Path) -> list[str | bytes]:
+    return [m for frames in frames_by_conn(wal_records(tmp_path / "wal")).values() for m in frames]
+
+
+def test_a_buffer_smaller_than_two_messages_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="use --max-buffer-mb 32 or more"):
+        Config(wal_dir=tmp_path, max_buffer_bytes=8 << 20)
+    assert Config(wal_dir=tmp_path, max_buffer_bytes=32 << 20).max_frame_bytes == 16 << 20
+    assert Config(wal_dir=tmp_path, max_buffer_bytes=100 << 20).max_frame_bytes == 50 << 20
+    assert Config(wal_dir=tmp_path).max_frame_bytes == 64 << 20

@@ -6,6 +6,7 @@ import pytest
 
 from capture.discovery import discover
 from capture.errors import DiscoveryError
+from tests.capture.helpers import CutShortGamma
 from tests.fakes.exchange import FakeExchange
 
 
@@ -39,3 +40,11 @@ async def test_falls_back_to_offset_paging_without_keyset():
 async def test_unreachable_gamma_is_a_discovery_error():
     with pytest.raises(DiscoveryError, match="keeping the previous list"):
         await discover("http://127.0.0.1:1")
+
+
+async def test_a_body_cut_short_is_a_discovery_error():
+    # http.client.IncompleteRead is an HTTPException, not an OSError
+    async with CutShortGamma() as gamma:
+        with pytest.raises(DiscoveryError, match=r"IncompleteRead.*keeping the previous list"):
+            await discover(gamma.url)
+        assert gamma.requests == 1

@@ -52,3 +52,10 @@ def test_stale_status_and_dead_daemon_are_errors():
         check_fresh({**DOC, "updated_ns": now}, now, False, Path("s"))
     with pytest.raises(StatusError, match="not running"):
         check_fresh({**DOC, "state": "stopped", "updated_ns": now}, now, True, Path("s"))
+
+
+def test_a_dead_wal_writer_is_shown_and_named_when_not_running():
+    doc = {**DOC, "wal": {**DOC["wal"], "fatal_error": "RuntimeError: bug"}}
+    assert "WAL WRITER DIED (capture is exiting): RuntimeError: bug" in render(doc)
+    with pytest.raises(StatusError, match="its WAL writer died: RuntimeError: bug"):
+        check_fresh({**doc, "state": "failed"}, 0, True, Path("s.json"))
