@@ -23,10 +23,10 @@ import psycopg
 from psycopg import conninfo
 
 from loader import db, schema, status
-from loader.errors import LoaderError
+from loader.errors import LoaderError, SegmentNameError
 from loader.load import DEFAULT_BATCH_TRADES, Outcome
 from loader.parse import PARSER_VERSION
-from loader.runner import DEFAULT_POLL_S, Runner, RunReport
+from loader.runner import DEFAULT_POLL_S, Runner, RunReport, sealed_segment_name
 
 log = logging.getLogger("loader")
 
@@ -150,14 +150,25 @@ def init_db(dsn: str | None, compress_after: timedelta) -> None:
 )
 @click.pass_obj
 def run(dsn: str | None, wal_dir: Path, once: bool, poll_seconds: float, batch_trades: int) -> None:
-    """Load sealed segments in order, continuously or until caught up (--once)."""
+    """Load sealed segments in order, continuously or until caught up (--once).
+
+    --once exits 1 while any sealed segment in the WAL directory is corrupt in the
+    database, found by this run or an earlier one, so a cron job keeps failing until an
+    operator has restored and reparsed it.
+    """
     with _errors(dsn), _stop_on_signals() as stop:
         runner = Runner(dsn, wal_dir, stop=stop, batch_trades=batch_trades)
         try:
             report = runner.run(once=once, poll_s=poll_seconds)
         finally:
             runner.close()
-    _finish(report, "loaded", fail_on_corrupt=once)
+    if not once:
+        corrupt: list[dict[str, Any]] = []  # logged as found; a daemon exits 0 on SIGTERM
+    elif report.stopped:
+        corrupt = _entries(report.corrupt)  # stopped before the final check
+    else:
+        corrupt = report.still_corrupt
+    _finish(report, "loaded", corrupt, wal_dir)
 
 
 @main.command()
@@ -183,19 +194,26 @@ def reparse(
     stale: bool,
     batch_trades: int,
 ) -> None:
-    """Reload segments with the current parser (delete + load, one transaction each)."""
+    """Reload segments with the current parser (delete + load, one transaction each).
+
+    --segment takes sealed segments only (a name, or a path whose file name is used): an
+    ``.open`` segment or a name that is no segment is a usage error (exit 2). This is
+    also how a corrupt segment is repaired once a good copy of its file is restored.
+    """
     if sum((bool(segments), all_segments, stale)) != 1:
         raise click.UsageError("give exactly one of --segment NAME..., --all, --stale")
+    try:
+        named = [sealed_segment_name(s) for s in segments]
+    except SegmentNameError as exc:
+        raise click.BadParameter(str(exc), param_hint="--segment") from None
     with _errors(dsn), _stop_on_signals() as stop:
         runner = Runner(dsn, wal_dir, stop=stop, batch_trades=batch_trades)
         try:
-            names = [Path(s).name for s in segments] or runner.stale_names(
-                all_segments=all_segments
-            )
+            names = named or runner.stale_names(all_segments=all_segments)
             report = _reparse(runner, names)
         finally:
             runner.close()
-    _finish(report, "reparsed", fail_on_corrupt=True)
+    _finish(report, "reparsed", _entries(report.corrupt), wal_dir)
 
 
 @main.command("status")
@@ -208,7 +226,9 @@ def status_cmd(dsn: str | None, wal_dir: Path, as_json: bool) -> None:
     with _errors(dsn), db.connect(dsn) as conn:
         db.require_schema(conn)
         report = status.collect(conn, wal_dir)
-    click.echo(json.dumps(report.to_dict(), sort_keys=True) if as_json else status.render(report))
+    click.echo(
+        json.dumps(report.to_dict(), sort_keys=True) if as_json else status.render(report, wal_dir)
+    )
 
 
 @main.command("prunable")
@@ -246,21 +266,19 @@ def _log_outcome(outcome: Outcome) -> None:
     log.info("segment %s %s: %d trades", outcome.name, outcome.status, outcome.trades)
 
 
-def _finish(report: RunReport, verb: str, *, fail_on_corrupt: bool) -> None:
-    """Print the summary; exit 1 for corrupt segments in one-shot commands.
-
-    A continuous ``run`` has logged them already and exits 0 on SIGTERM regardless.
-    """
+def _finish(report: RunReport, verb: str, corrupt: list[dict[str, Any]], wal_dir: Path) -> None:
+    """Print the summary; exit 1 naming the ``corrupt`` segments, if any, and the remedy."""
     click.echo(
         f"{verb} {len(report.loaded)} segments, {report.trades} trades"
         + (" (stopped)" if report.stopped else ""),
         err=True,
     )
-    if report.corrupt and fail_on_corrupt:
-        details = "; ".join(f"{o.name}: {o.error}" for o in report.corrupt)
-        raise click.ClickException(
-            f"{len(report.corrupt)} corrupt segment(s), loaded up to the damage: {details}"
-        )
+    if corrupt:
+        raise click.ClickException(status.describe_corrupt(corrupt, wal_dir))
+
+
+def _entries(outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    return [{"name": o.name, "offset": o.error_offset, "error": o.error} for o in outcomes]
 
 
 @contextlib.contextmanager

@@ -8,7 +8,10 @@ Tree::
     ├── SchemaError          the database has no schema, or a newer one than this loader
     ├── LoaderBusyError      another ``loader run`` already holds this database
     ├── ConcurrentLoadError  a segment's committed offset moved under us
-    └── UnknownSegmentError  ``reparse --segment NAME`` names no file in the WAL directory
+    ├── UnknownSegmentError  ``reparse --segment NAME`` names no file in the WAL directory
+    └── SegmentNameError     ``reparse --segment NAME`` names no sealed segment (an
+                             ``.open`` one, or not a segment at all); the CLI makes it
+                             a usage error
 
 Database outages are not LoaderErrors: they are psycopg.OperationalErrors that the
 run loop retries with backoff. Corrupt segments are not errors either: they are
@@ -36,3 +39,7 @@ class ConcurrentLoadError(LoaderError):
 
 class UnknownSegmentError(LoaderError):
     """A segment named on the command line is not in the WAL directory."""
+
+
+class SegmentNameError(LoaderError):
+    """A name given to reparse is not the name of a sealed segment."""

@@ -54,6 +54,7 @@ class Outcome:
     trades: int = 0
     parse_errors: int = 0
     error: str | None = None
+    error_offset: int | None = None  # where a corrupt segment's damage starts
 
 
 def read_batches(path: Path, start: int, parser: Parser) -> Iterator[tuple[int, BatchResult]]:
@@ -111,7 +112,7 @@ class SegmentLoader:
                 break
         if status == "loading":
             status = "stopped"
-        return Outcome(path.name, status, total.trades, total.error_count, error and error[1])
+        return _outcome(path, status, total, error)
 
     def reload(self, path: Path, state: SegmentState) -> Outcome:
         """Delete the segment's trades and load it again from byte 0, in one transaction."""
@@ -126,7 +127,7 @@ class SegmentLoader:
             ):
                 status, error = self._fill(iter(ahead), pending, write)
             self._record(state.id, pending, status, error)
-        return Outcome(path.name, status, pending.trades, pending.error_count, error and error[1])
+        return _outcome(path, status, pending, error)
 
     def _fill(
         self,
@@ -194,3 +195,8 @@ class SegmentLoader:
 def _merge(total: Pending, part: Pending) -> None:
     total.trades += part.trades
     total.error_count += part.error_count
+
+
+def _outcome(path: Path, status: str, done: Pending, error: tuple[int, str] | None) -> Outcome:
+    offset, cause = error if error else (None, None)
+    return Outcome(path.name, status, done.trades, done.error_count, cause, offset)

@@ -2,7 +2,8 @@
 survives database outages.
 
 ``Runner.run`` loads every sealed segment not yet ``loaded`` or ``corrupt``, in sequence
-order, then (unless ``once``) polls the WAL directory for more. A database outage at any
+order, then (unless ``once``) polls the WAL directory for more; a ``once`` run ends by
+listing every sealed segment the database marks corrupt. A database outage at any
 point drops the connection, waits with backoff and resumes from the committed offsets:
 nothing is skipped or marked because the database was away. One ``loader run`` per
 database is enforced with an advisory lock.
@@ -16,14 +17,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 
-from loader import db, store
-from loader.errors import ConcurrentLoadError, LoaderBusyError, UnknownSegmentError
+from loader import db, status, store
+from loader.errors import (
+    ConcurrentLoadError,
+    LoaderBusyError,
+    SegmentNameError,
+    UnknownSegmentError,
+)
 from loader.load import CURRENT_PARSER, DEFAULT_BATCH_TRADES, Outcome, Parser, SegmentLoader
-from wal import list_sealed
+from wal import list_sealed, parse_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,9 +42,33 @@ class RunReport:
     """What a run did: segments finished and the ones found corrupt."""
 
     loaded: list[str] = field(default_factory=list)
-    corrupt: list[Outcome] = field(default_factory=list)
+    corrupt: list[Outcome] = field(default_factory=list)  # found corrupt by this run
     trades: int = 0
     stopped: bool = False
+    # A finished ``once`` run: every sealed segment in the WAL directory that is corrupt in
+    # the database, this run's and earlier ones' (status.corrupt_segments entries).
+    still_corrupt: list[dict[str, Any]] = field(default_factory=list)
+
+
+def sealed_segment_name(arg: str) -> str:
+    """The file name in ``arg`` (a name or a path) if it names a sealed segment.
+
+    Raises SegmentNameError for ``.open`` segments (a reparse would load a segment that
+    ``run`` loads again once it is sealed) and for names that are no segment at all.
+    """
+    name = Path(arg).name
+    parsed = parse_name(name)
+    if parsed is None:
+        raise SegmentNameError(
+            f"{name or arg!r} is not a segment name (segments are named like "
+            "000000000017-20261124T101500Z.jsonl.zst)"
+        )
+    if parsed.is_open:
+        raise SegmentNameError(
+            f"only sealed segments can be reparsed; {name} is still being written "
+            f"(`loader run` loads it as {parsed.sealed_name} once it is sealed)"
+        )
+    return name
 
 
 class Runner:
@@ -73,6 +103,9 @@ class Runner:
             while not self.stop.is_set():
                 self._retrying(lambda: self._load_pending(report), "loading segments")
                 if once:
+                    report.still_corrupt = self._retrying(
+                        self._corrupt_in_wal_dir, "listing corrupt segments"
+                    )
                     break
                 self.stop.wait(poll_s)
         except db.Stopped:
@@ -81,7 +114,12 @@ class Runner:
         return report
 
     def reparse(self, names: Iterable[str], progress: Callable[[Outcome], None]) -> RunReport:
-        """Reload each named segment in its own transaction."""
+        """Reload each named segment in its own transaction.
+
+        Every name must be a sealed segment's (SegmentNameError, before any database
+        work otherwise).
+        """
+        names = [sealed_segment_name(name) for name in names]
         report = RunReport()
         try:
             for name in names:
@@ -118,6 +156,10 @@ class Runner:
 
         return self._retrying(query, "listing segments")
 
+    def _corrupt_in_wal_dir(self) -> list[dict[str, Any]]:
+        conn = self._connection(lock=True)
+        return [c for c in status.corrupt_segments(conn, self.wal_dir) if c["in_wal_dir"]]
+
     def _load_pending(self, report: RunReport) -> None:
         conn = self._connection(lock=True)
         states = store.all_states(conn)
@@ -149,7 +191,7 @@ class Runner:
                 )
 
     def _reload(self, name: str) -> Outcome:
-        path = self.wal_dir / name
+        path = self.wal_dir / sealed_segment_name(name)
         if not path.is_file():
             raise UnknownSegmentError(
                 f"segment {name} is not in {self.wal_dir}: `loader status` lists the "

@@ -48,7 +48,8 @@ def collect(conn: psycopg.Connection, wal_dir: Path, now: float | None = None) -
     for row in rows:
         counts[row[1]] += 1
     backlog, backlog_bytes, oldest = 0, 0, None
-    for path in list_sealed(wal_dir):
+    on_disk = list_sealed(wal_dir)
+    for path in on_disk:
         seen = known.get(path.name)
         if seen is not None and seen[1] != "loading":
             continue
@@ -67,15 +68,52 @@ def collect(conn: psycopg.Connection, wal_dir: Path, now: float | None = None) -
         trades=sum(row[4] for row in rows),
         parse_errors=sum(row[5] for row in rows),
         stale_segments=sum(1 for row in rows if row[6] < PARSER_VERSION),
-        corrupt=[
-            {"name": row[0], "offset": row[8], "error": row[7]}
-            for row in rows
-            if row[1] == "corrupt"
-        ],
+        corrupt=_corrupt_entries(
+            [(row[0], row[8], row[7]) for row in rows if row[1] == "corrupt"], on_disk
+        ),
     )
 
 
-def render(status: Status) -> str:
+def corrupt_segments(conn: psycopg.Connection, wal_dir: Path) -> list[dict[str, Any]]:
+    """Every segment marked ``corrupt``, in name order, as ``status`` lists them.
+
+    Each is ``{"name", "offset", "error", "in_wal_dir"}``; ``in_wal_dir`` says its sealed
+    file is still in ``wal_dir``: those need an operator (restore the file from a backup,
+    then ``loader reparse --segment NAME``), and ``run --once`` fails while any remain.
+    """
+    rows = conn.execute(
+        "SELECT name, error_offset, error FROM wal_segments WHERE status = 'corrupt' ORDER BY name"
+    ).fetchall()
+    conn.commit()
+    return _corrupt_entries(rows, list_sealed(wal_dir))
+
+
+def _corrupt_entries(
+    rows: list[tuple[str, int | None, str | None]], on_disk: list[Path]
+) -> list[dict[str, Any]]:
+    names = {path.name for path in on_disk}
+    return [
+        {"name": name, "offset": offset, "error": error, "in_wal_dir": name in names}
+        for name, offset, error in rows
+    ]
+
+
+def describe_corrupt(corrupt: list[dict[str, Any]], wal_dir: Path) -> str:
+    """One line for the operator: which segments, where and why, and what to do."""
+    details = "; ".join(f"{c['name']} at byte {c['offset']}: {c['error']}" for c in corrupt)
+    return (
+        f"{len(corrupt)} corrupt segment(s) in {wal_dir}, loaded up to the damage: {details}. "
+        + REMEDY.format(wal_dir=wal_dir)
+    )
+
+
+REMEDY = (
+    "Restore each from a backup into {wal_dir}, then run "
+    "`loader reparse --wal-dir {wal_dir} --segment NAME` (`loader status` lists them)"
+)
+
+
+def render(status: Status, wal_dir: Path | str = "DIR") -> str:
     """The human form."""
     seg = status.segments
     age = status.oldest_unloaded_age_s
@@ -94,7 +132,12 @@ def render(status: Status) -> str:
         f"{status.parse_errors} parse errors",
     ]
     for item in status.corrupt:
-        lines.append(f"corrupt          {item['name']} at byte {item['offset']}: {item['error']}")
+        lines.append(
+            f"corrupt          {item['name']} at byte {item['offset']}: {item['error']}"
+            + ("" if item["in_wal_dir"] else " (file no longer in the WAL directory)")
+        )
+    if any(item["in_wal_dir"] for item in status.corrupt):
+        lines.append("                 " + REMEDY.format(wal_dir=wal_dir))
     return "\n".join(lines)
 
 

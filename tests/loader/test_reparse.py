@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
+from loader.errors import SegmentNameError
 from loader.load import Parser
 from loader.parse import PARSER_VERSION, BatchResult, ParseError, scan_batch
 from loader.runner import Runner
@@ -189,3 +191,52 @@ def test_reparse_while_run_is_loading_leaves_exactly_the_expected_rows(
     assert db_trades(db) == expected
     assert committed_trades(db) == sum(expected.values())
     check_counts_match_table(db)
+
+
+def test_reparse_refuses_an_open_segment_so_run_loads_it_once_when_sealed(
+    db: str, wal_dir: Path
+) -> None:
+    sealed_path = write_segment(wal_dir, 0, [[trade_frame(i)] for i in range(3)])
+    open_path = sealed_path.with_name(sealed_path.name + ".open")
+    sealed_path.rename(open_path)  # still being written, as far as anyone can tell
+    for arg in (open_path.name, str(open_path)):
+        done = run_loader(db, "reparse", "--wal-dir", str(wal_dir), "--segment", arg)
+        assert done.returncode == 2, done.stderr
+        assert "only sealed segments can be reparsed" in done.stderr
+        assert f"{open_path.name} is still being written" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert segments(db) == {} and db_trades(db) == {}
+
+    open_path.rename(sealed_path)  # sealed: run loads it, each trade once
+    assert run_loader(db, "run", "--wal-dir", str(wal_dir), "--once").returncode == 0
+    assert db_trades(db) == expected_trades([sealed_path])
+    assert sum(db_trades(db).values()) == 3 and list(segments(db)) == [sealed_path.name]
+
+
+def test_reparse_refuses_a_file_that_is_no_segment(db: str, wal_dir: Path) -> None:
+    (wal_dir / "capture.status.json").write_text("{}")
+    for arg in ("capture.status.json", str(wal_dir / "capture.status.json"), "x/"):
+        done = run_loader(db, "reparse", "--wal-dir", str(wal_dir), "--segment", arg)
+        assert done.returncode == 2, done.stderr
+        assert "is not a segment name" in done.stderr and "Traceback" not in done.stderr
+    assert segments(db) == {}
+
+
+def test_reparse_checks_names_before_connecting(wal_dir: Path) -> None:
+    unreachable = "host=127.0.0.1 port=1 dbname=x connect_timeout=2"
+    done = run_loader(unreachable, "reparse", "--wal-dir", str(wal_dir), "--segment", "junk")
+    assert done.returncode == 2 and "junk' is not a segment name" in done.stderr
+    assert "cannot use the database" not in done.stderr
+
+
+def test_runner_reparse_refuses_bad_names_before_any_database_work(db: str, wal_dir: Path) -> None:
+    good = write_segment(wal_dir, 0, [[trade_frame(1)]])
+    (wal_dir / "000000000001-20260101T000000Z.jsonl.zst.open").write_bytes(b"")
+    runner = Runner(db, wal_dir, stop=threading.Event())
+    try:
+        for bad in ("000000000001-20260101T000000Z.jsonl.zst.open", "capture.status.json"):
+            with pytest.raises(SegmentNameError):
+                runner.reparse([good.name, bad], lambda _outcome: None)
+    finally:
+        runner.close()
+    assert segments(db) == {}  # not even the good one: names are checked first

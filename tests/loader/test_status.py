@@ -50,6 +50,7 @@ def test_status_json_reports_segments_backlog_totals_and_corruption(db: str, wal
     assert corrupt["name"] == paths[2].name
     assert corrupt["offset"] == frame_offsets_before_damage(paths[2])
     assert "checksum" in corrupt["error"] or "decompress" in corrupt["error"]
+    assert corrupt["in_wal_dir"] is True
 
 
 def frame_offsets_before_damage(path: Path) -> int:
@@ -70,6 +71,7 @@ def test_status_human_form_says_the_same(db: str, wal_dir: Path) -> None:
     assert "backlog          2 segments" in out
     assert "5 frames, 4 trades, 1 parse errors" in out
     assert f"corrupt          {paths[2].name} at byte" in out
+    assert f"then run `loader reparse --wal-dir {wal_dir} --segment NAME`" in out
 
 
 def test_status_counts_a_partly_loaded_segment_in_the_backlog(db: str, wal_dir: Path) -> None:
