@@ -91,18 +91,29 @@ def _check_dsn(dsn: str | None) -> None:
             ) from None
 
 
-def _set_dsn(ctx: click.Context, _param: Any, value: str | None) -> None:
-    if value:
+def _set_dsn(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--dsn`` after the command. Precedence: ``loader CMD --dsn`` over ``loader --dsn
+    CMD`` over LOADER_DSN. LOADER_DSN was already read (and checked) by the group, so from
+    the environment this only fills in when the group had nothing; it never overrides an
+    explicit group ``--dsn``, and a bad value is reported once."""
+    if not value:
+        return
+    explicit = (
+        ctx.get_parameter_source(param.name or "dsn") is click.core.ParameterSource.COMMANDLINE
+    )
+    if explicit or ctx.obj is None:
         _check_dsn(value)
         ctx.obj = value
 
 
-# `loader run --dsn X` works as well as `loader --dsn X run` (LOADER_DSN is read by the group).
+# `loader run --dsn X` works as well as `loader --dsn X run`.
 SUB_DSN = click.option(
     "--dsn",
+    envvar="LOADER_DSN",
+    show_envvar=True,
     expose_value=False,
     callback=_set_dsn,
-    help="PostgreSQL connection string (also accepted before the command, or LOADER_DSN).",
+    help="PostgreSQL connection string (also accepted before the command).",
 )
 
 
@@ -130,7 +141,9 @@ def init_db(dsn: str | None, compress_after: timedelta) -> None:
 @main.command()
 @SUB_DSN
 @WAL_DIR
-@click.option("--once", is_flag=True, envvar="LOADER_ONCE", help="Stop when caught up.")
+@click.option(
+    "--once", is_flag=True, envvar="LOADER_ONCE", show_envvar=True, help="Stop when caught up."
+)
 @click.option(
     "--poll-seconds",
     envvar="LOADER_POLL_SECONDS",
@@ -174,16 +187,38 @@ def run(dsn: str | None, wal_dir: Path, once: bool, poll_seconds: float, batch_t
 @main.command()
 @SUB_DSN
 @WAL_DIR
-@click.option("--segment", "segments", multiple=True, metavar="NAME", help="Repeatable.")
-@click.option("--all", "all_segments", is_flag=True, help="Every segment in the database.")
 @click.option(
-    "--stale", is_flag=True, help=f"Segments loaded by a parser older than v{PARSER_VERSION}."
+    "--segment",
+    "segments",
+    multiple=True,
+    metavar="NAME",
+    envvar="LOADER_SEGMENT",
+    show_envvar=True,
+    help="Repeatable (in LOADER_SEGMENT: separated by spaces).",
+)
+@click.option(
+    "--all",
+    "all_segments",
+    is_flag=True,
+    envvar="LOADER_ALL",
+    show_envvar=True,
+    help="Every segment in the database.",
+)
+@click.option(
+    "--stale",
+    is_flag=True,
+    envvar="LOADER_STALE",
+    show_envvar=True,
+    help=f"Segments loaded by a parser older than v{PARSER_VERSION}.",
 )
 @click.option(
     "--batch-trades",
     envvar="LOADER_BATCH_TRADES",
+    show_envvar=True,
     type=click.IntRange(min=1),
     default=DEFAULT_BATCH_TRADES,
+    show_default=True,
+    help="Trades per transaction.",
 )
 @click.pass_obj
 def reparse(
@@ -219,7 +254,14 @@ def reparse(
 @main.command("status")
 @SUB_DSN
 @WAL_DIR
-@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="LOADER_JSON",
+    show_envvar=True,
+    help="One JSON object.",
+)
 @click.pass_obj
 def status_cmd(dsn: str | None, wal_dir: Path, as_json: bool) -> None:
     """Segments by status, backlog, totals, corrupt segments, parser version."""
@@ -236,6 +278,8 @@ def status_cmd(dsn: str | None, wal_dir: Path, as_json: bool) -> None:
 @WAL_DIR
 @click.option(
     "--older-than",
+    envvar="LOADER_OLDER_THAN",
+    show_envvar=True,
     type=Interval(),
     default="7 days",
     show_default=True,

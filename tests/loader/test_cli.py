@@ -82,3 +82,74 @@ def test_dsn_is_accepted_after_the_command_too(db: str, wal_dir: Path) -> None:
     assert json.loads(status.stdout)["trades"] == 1
     bad = runner.invoke(main, ["status", "--dsn", "host=x =y", "--wal-dir", str(wal_dir)])
     assert bad.exit_code == 2
+
+
+def _env(db: str, wal_dir: Path, **extra: str) -> dict[str, str]:
+    return {"LOADER_DSN": db, "LOADER_WAL_DIR": str(wal_dir), **extra}
+
+
+def test_reparse_selection_comes_from_env_vars(db: str, wal_dir: Path) -> None:
+    paths = [write_segment(wal_dir, seq, [[trade_frame(seq)]]) for seq in range(3)]
+    runner = CliRunner()
+    assert runner.invoke(main, ["run"], env=_env(db, wal_dir, LOADER_ONCE="1")).exit_code == 0
+    names = f"{paths[0].name} {paths[2].name}"
+    by_segment = runner.invoke(main, ["reparse"], env=_env(db, wal_dir, LOADER_SEGMENT=names))
+    assert by_segment.exit_code == 0, by_segment.output
+    assert "reparsed 2 segments, 2 trades" in by_segment.stderr
+    every = runner.invoke(main, ["reparse"], env=_env(db, wal_dir, LOADER_ALL="1"))
+    assert every.exit_code == 0, every.output
+    assert "reparsed 3 segments, 3 trades" in every.stderr
+    stale = runner.invoke(main, ["reparse"], env=_env(db, wal_dir, LOADER_STALE="true"))
+    assert stale.exit_code == 0 and "nothing to reparse" in stale.stderr
+    # An env selection counts as given: combined with another one it is a usage error.
+    both = runner.invoke(main, ["reparse", "--stale"], env=_env(db, wal_dir, LOADER_ALL="1"))
+    assert both.exit_code == 2 and "exactly one of" in both.stderr
+    assert sum(db_trades(db).values()) == 3
+
+
+def test_status_json_and_prunable_older_than_come_from_env_vars(db: str, wal_dir: Path) -> None:
+    path = write_segment(wal_dir, 0, [[trade_frame(1)]])  # opened 2026-08-14
+    runner = CliRunner()
+    assert runner.invoke(main, ["run"], env=_env(db, wal_dir, LOADER_ONCE="1")).exit_code == 0
+    status = runner.invoke(main, ["status"], env=_env(db, wal_dir, LOADER_JSON="1"))
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.stdout)["trades"] == 1
+    old = runner.invoke(main, ["prunable"], env=_env(db, wal_dir, LOADER_OLDER_THAN="1h"))
+    assert old.exit_code == 0 and old.stdout.split() == [str(path)]
+    young = runner.invoke(main, ["prunable"], env=_env(db, wal_dir, LOADER_OLDER_THAN="36500d"))
+    assert young.exit_code == 0 and young.stdout == ""
+    bad = runner.invoke(main, ["prunable"], env=_env(db, wal_dir, LOADER_OLDER_THAN="soon"))
+    assert bad.exit_code == 2 and "LOADER_OLDER_THAN" in bad.stderr
+
+
+def test_dsn_precedence_command_line_then_group_then_env(db: str, wal_dir: Path) -> None:
+    write_segment(wal_dir, 0, [[trade_frame(1)]])
+    unreachable = "host=127.0.0.1 port=1 dbname=x connect_timeout=2"
+    runner = CliRunner()
+    args = ["status", "--wal-dir", str(wal_dir), "--json"]
+    # LOADER_DSN alone reaches every subcommand (read by the group and by its --dsn).
+    assert runner.invoke(main, args, env={"LOADER_DSN": db}).exit_code == 0
+    # An explicit --dsn, before or after the command, wins over LOADER_DSN.
+    for argv in (["--dsn", db, *args], [*args, "--dsn", db]):
+        result = runner.invoke(main, argv, env={"LOADER_DSN": unreachable})
+        assert result.exit_code == 0, (argv, result.output)
+    # After the command wins over before it.
+    after = runner.invoke(main, ["--dsn", unreachable, *args, "--dsn", db])
+    assert after.exit_code == 0, after.output
+    # A malformed LOADER_DSN is one usage error, reported once.
+    bad = runner.invoke(main, args, env={"LOADER_DSN": "host=x =y"})
+    assert bad.exit_code == 2 and bad.stderr.count("not a connection string") == 1
+
+
+def test_help_shows_every_env_var() -> None:
+    runner = CliRunner()
+    wanted = {
+        "init-db": ["LOADER_DSN", "LOADER_COMPRESS_AFTER"],
+        "run": ["LOADER_DSN", "LOADER_ONCE", "LOADER_BATCH_TRADES"],
+        "reparse": ["LOADER_DSN", "LOADER_SEGMENT", "LOADER_ALL", "LOADER_STALE"],
+        "status": ["LOADER_DSN", "LOADER_JSON"],
+        "prunable": ["LOADER_DSN", "LOADER_OLDER_THAN"],
+    }
+    for command, names in wanted.items():
+        out = runner.invoke(main, [command, "--help"]).output
+        assert all(name in out for name in names), (command, out)
