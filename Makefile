@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit bench demo demo-stop clean
+.PHONY: install test lint bench demo demo-stop clean
 
 install: $(STAMP)
 

@@ -18,7 +18,8 @@ from wal.policy import Policy
 from wal.reader import Batch, SegmentReader, read_records
 from wal.records import FORMAT_VERSION, Record, decode_line, encode_record
 from wal.recovery import RecoveryReport, recover_directory
-from wal.writer import Hooks, WalWriter, WriterStats
+from wal.stats import Hooks, WriterStats
+from wal.writer import WalWriter
 
 __all__ = [
     "FORMAT_VERSION",

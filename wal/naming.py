@@ -13,6 +13,7 @@ from pathlib import Path
 SEALED_SUFFIX = ".jsonl.zst"
 OPEN_SUFFIX = ".open"
 LOCK_NAME = ".lock"
+SEQ_NAME = ".seq"  # the next sequence number, so numbering survives pruning every segment
 TORN_DIR = "torn"  # bytes cut from torn tails by recovery are kept here, never deleted
 SEQ_DIGITS = 12  # sorting names sorts by sequence for 10^12 segments
 
@@ -70,6 +71,14 @@ def list_sealed(directory: Path | str) -> list[Path]:
 
 
 def next_seq(directory: Path | str) -> int:
-    """The sequence number after the highest one in ``directory`` (0 when empty)."""
+    """The sequence number after the highest one ever used in ``directory``: the highest
+    segment present, or what ``.seq`` remembers when older segments were pruned (0 when
+    both are absent)."""
+    directory = Path(directory)
     segments = list_segments(directory)
-    return segments[-1][0].seq + 1 if segments else 0
+    on_disk = segments[-1][0].seq + 1 if segments else 0
+    try:
+        remembered = int((directory / SEQ_NAME).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        remembered = 0
+    return max(on_disk, remembered)

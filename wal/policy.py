@@ -39,3 +39,20 @@ class Policy:
 
     def rotate_due(self, now: float, opened_at: float, segment_bytes: int) -> bool:
         return segment_bytes >= self.rotate_bytes or now >= self.rotate_deadline(opened_at)
+
+
+def split_batches(lines: list[bytes], limit: int) -> list[list[bytes]]:
+    """Group lines, in order, into batches of at most ``limit`` bytes (a longer line
+    makes a batch of its own): one batch is one zstd frame."""
+    chunks: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for line in lines:
+        if current and size + len(line) > limit:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(line)
+        size += len(line)
+    if current:
+        chunks.append(current)
+    return chunks

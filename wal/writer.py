@@ -10,13 +10,10 @@ Disk errors are logged and retried with backoff; the data stays in memory meanwh
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +22,15 @@ from wal.errors import (
     WalClosedError,
     WalError,
     WalFatalError,
-    WalLockedError,
     WalWriteError,
 )
-from wal.fsutil import REAL_OPS, FileOps
-from wal.naming import LOCK_NAME, make_name, next_seq
-from wal.policy import DEFAULT_LEVEL, Policy
-from wal.recovery import RecoveryReport, recover_directory
+from wal.fsutil import REAL_OPS, FileOps, write_durably
+from wal.lock import DirectoryLock
+from wal.naming import SEQ_NAME, make_name, next_seq
+from wal.policy import DEFAULT_LEVEL, Policy, split_batches
+from wal.recovery import recover_directory
 from wal.segment import OpenSegment, compressor
+from wal.stats import Hooks, WriterStats
 from wal.writer_info import DEFAULT_WRITER
 
 log = logging.getLogger(__name__)
@@ -42,34 +40,6 @@ RETRY_MAX_S = 5.0  # a full disk is retried at least this often
 DROPPED_RECORD_BYTES = 120  # room a `dropped` record needs in the buffer
 DROP_LOG_EVERY_S = 10.0  # drops are always recorded in the WAL; the log line is rate-limited
 _FRAME_PREFIX = b'{"type":"frame"'
-
-
-@dataclass
-class WriterStats:
-    """Counters, read by status reports and metrics (plain ints; read without a lock)."""
-
-    appended: int = 0  # records accepted (line numbers handed out)
-    durable: int = 0  # records fsynced; line numbers up to this one are safe
-    dropped_total: int = 0  # records refused because the buffer was full
-    bytes_in: int = 0  # uncompressed bytes made durable
-    bytes_out: int = 0  # compressed bytes written
-    batches: int = 0
-    segments_sealed: int = 0
-    buffered_bytes: int = 0  # accepted but not yet durable
-    last_fsync_s: float = 0.0
-    write_errors: int = 0
-    last_error: str | None = None
-    current_segment: str | None = None
-    recovered: list[RecoveryReport] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Hooks:
-    """Optional callbacks, called from the writer thread (keep them quick)."""
-
-    on_fsync: Callable[[float], None] | None = None  # seconds one batch write+fsync took
-    on_seal: Callable[[Path, dict[str, Any]], None] | None = None  # sealed path, seal record
-    on_error: Callable[[WalWriteError], None] | None = None
 
 
 class WalWriter:
@@ -107,7 +77,7 @@ class WalWriter:
         self._retry_delay = RETRY_INITIAL_S
         self._segment: OpenSegment | None = None
         self._opened_at = 0.0
-        self._lock_fd: int | None = None
+        self._lock = DirectoryLock(self.directory)
         self._thread: threading.Thread | None = None
         self._cctx = compressor(level)
         self._last_seal: dict[str, Any] = {}
@@ -123,7 +93,7 @@ class WalWriter:
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock()
+        self._lock.acquire()
         try:
             self.stats.recovered = recover_directory(
                 self.directory,
@@ -134,7 +104,7 @@ class WalWriter:
             )
             self._open_segment()
         except BaseException:
-            self._unlock()
+            self._lock.release()
             raise
         self._thread = threading.Thread(target=self._run, name="wal-writer", daemon=True)
         self._thread.start()
@@ -225,7 +195,7 @@ class WalWriter:
         if thread is not None:
             thread.join(timeout)
             if self.fatal_error is not None:
-                self._unlock()
+                self._lock.release()
                 return False
             if thread.is_alive():
                 with self._cond:
@@ -242,9 +212,9 @@ class WalWriter:
                     self._dropped_unrecorded,
                 )
                 thread.join(1.0)
-                self._unlock()
+                self._lock.release()
                 return False
-        self._unlock()
+        self._lock.release()
         return True
 
     # ----- the writer thread -----
@@ -311,7 +281,7 @@ class WalWriter:
         """Write ``lines`` as batches of at most batch_bytes, then seal if asked.
 
         On a disk error, whatever was not made durable goes back to the queue."""
-        chunks = _chunk(lines, self.policy.batch_bytes)
+        chunks = split_batches(lines, self.policy.batch_bytes)
         done = 0
         try:
             if self._segment is not None and self._segment.seal_written:
@@ -407,6 +377,10 @@ class WalWriter:
         self._segment = segment
         self._opened_at = self.monotonic()
         self.stats.current_segment = name.filename
+        try:
+            write_durably(self.directory / SEQ_NAME, f"{name.seq + 1}\n".encode(), self.ops)
+        except OSError as exc:  # the segment names on disk still give the sequence
+            log.warning("could not record the next sequence number in %s: %s", SEQ_NAME, exc)
 
     def _failed(self, exc: WalError | OSError, unwritten: list[bytes]) -> None:
         """Put ``unwritten`` back at the head of the queue and schedule a retry."""
@@ -435,38 +409,3 @@ class WalWriter:
             )
         if self.hooks.on_error is not None and isinstance(exc, WalWriteError):
             self.hooks.on_error(exc)
-
-    # ----- the directory lock -----
-
-    def _lock(self) -> None:
-        path = self.directory / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown pid"
-            os.close(fd)
-            raise WalLockedError(self.directory, holder) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
-        self._lock_fd = fd
-
-    def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-
-def _chunk(lines: list[bytes], limit: int) -> list[list[bytes]]:
-    chunks: list[list[bytes]] = []
-    current: list[bytes] = []
-    size = 0
-    for line in lines:
-        if current and size + len(line) > limit:
-            chunks.append(current)
-            current, size = [], 0
-        current.append(line)
-        size += len(line)
-    if current:
-        chunks.append(current)
-    return chunks

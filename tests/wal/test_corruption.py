@@ -1,7 +1,11 @@
-"""Flip each byte of a sealed segment: the reader must notice, at the right frame."""
+"""Flip each byte of a sealed segment: the reader and `wal verify` must notice, at the
+right frame's offset."""
+
+from click.testing import CliRunner
 
 from tests.wal.helpers import read_all, sample_frames, write_segment
 from wal import CorruptSegmentError, Policy, SegmentReader
+from wal.cli import main
 
 
 def test_every_flipped_byte_is_reported_at_its_frame(tmp_path):
@@ -20,6 +24,9 @@ def test_every_flipped_byte_is_reported_at_its_frame(tmp_path):
         except CorruptSegmentError as exc:
             assert exc.offset == frame_start, (pos, exc)
             assert exc.path == path
+            verify = CliRunner().invoke(main, ["verify", str(tmp_path)])
+            assert verify.exit_code == 1
+            assert f"CORRUPT {path} at byte offset {frame_start}: " in verify.output, pos
             continue
         assert got == expected, f"flip at byte {pos} changed data without an error"
         undetected.append(pos)

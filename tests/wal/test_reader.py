@@ -1,5 +1,5 @@
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
 from tests.wal.helpers import FAST, read_all, sample_frames, write_segment
@@ -10,23 +10,44 @@ from wal.segment import OpenSegment, compressor
 
 NS = 1_795_478_764_000_000_000
 
+# Any Unicode, lone surrogates included (st.text() leaves out category Cs by default).
+any_text = st.text(st.characters(codec=None, exclude_categories=()))
 messages = st.one_of(
-    st.text(),  # any Unicode, lone surrogates included
+    any_text,
     st.binary(max_size=2048),
-    st.builds(lambda s: '{"event_type":"book","x":"' + s + '"}', st.text(max_size=100)),
+    st.builds(lambda s: '{"event_type":"book","x":"' + s + '"}', any_text),
 )
+conns = st.integers(0, 5)
 record_lists = st.lists(
-    st.tuples(st.integers(0, 5), messages).map(lambda t: records.frame(NS, t[0], 0, t[1]))
-    | st.builds(records.sent, st.just(NS), st.integers(0, 5), st.text(max_size=50))
+    st.builds(lambda c, m: records.frame(NS, c, 0, m), conns, messages)
+    | st.builds(records.sent, st.just(NS), conns, any_text)
+    | st.builds(records.conn_open, st.just(NS), conns, any_text)
+    | st.builds(
+        records.conn_close,
+        st.just(NS),
+        conns,
+        any_text,
+        st.none() | st.integers(1000, 4999),
+        any_text,
+        st.none() | any_text,
+    )
     | st.builds(
         records.stall,
         st.just(NS),
-        st.integers(0, 5),
+        conns,
         st.sampled_from(["no_pong", "no_data"]),
         st.floats(0, 1e6),
-    ),
+    )
+    | st.builds(records.dropped, st.just(NS), st.integers(1, 10**9), any_text),
     max_size=60,
 )
+
+
+def test_the_text_strategy_produces_lone_surrogates():
+    def has_surrogate(text: str) -> bool:
+        return any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+    assert has_surrogate(find(any_text, has_surrogate))
 
 
 @settings(

@@ -247,3 +247,15 @@ def test_drops_are_recorded_even_when_no_append_follows(tmp_path):
     assert writer.close(TIMEOUT_S)  # no append after the disk recovered
     drops = [r for _, p in list_segments(tmp_path) for r in read_all(p) if r["type"] == "dropped"]
     assert sum(d["count"] for d in drops) == writer.stats.dropped_total
+
+
+def test_sequence_continues_after_every_segment_was_pruned(tmp_path):
+    writer = WalWriter.open(tmp_path, Policy(flush_ms=1, rotate_s=0.05))
+    _wait(lambda: writer.stats.segments_sealed >= 3, "rotations")
+    assert writer.close(TIMEOUT_S)
+    highest = max(n.seq for n, _ in list_segments(tmp_path))
+    for _, path in list_segments(tmp_path):
+        path.unlink()  # an operator pruned everything that was loaded
+    again = WalWriter.open(tmp_path)
+    assert again.close(TIMEOUT_S)
+    assert [n.seq for n, _ in list_segments(tmp_path)] == [highest + 1]
