@@ -285,13 +285,30 @@ def status_cmd(dsn: str | None, wal_dir: Path, as_json: bool) -> None:
     show_default=True,
     help="Only segments opened longer ago than this.",
 )
+@click.option(
+    "--backup",
+    envvar="LOADER_BACKUP",
+    show_envvar=True,
+    metavar="DIR",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Only segments whose copy DIR/NAME exists and is byte-identical.",
+)
 @click.pass_obj
-def prunable_cmd(dsn: str | None, wal_dir: Path, older_than: timedelta) -> None:
+def prunable_cmd(
+    dsn: str | None, wal_dir: Path, older_than: timedelta, backup: Path | None
+) -> None:
     """Print sealed segments that are loaded by the current parser and older than
-    --older-than, one path per line: what may be deleted once backed up. Deletes nothing."""
+    --older-than, one path per line: what may be deleted once backed up. Deletes nothing.
+
+    With --backup DIR, a segment is listed only if DIR holds a byte-identical copy under
+    the same name (compared in full), so a failed or partial backup never leads to
+    deleting the only copy. DIR must not be the WAL directory.
+    """
+    if backup is not None and backup.resolve() == wal_dir.resolve():
+        raise click.BadParameter("is the WAL directory itself, not a backup", param_hint="--backup")
     with _errors(dsn), db.connect(dsn) as conn:
         db.require_schema(conn)
-        paths = status.prunable(conn, wal_dir, older_than.total_seconds())
+        paths = status.prunable(conn, wal_dir, older_than.total_seconds(), backup=backup)
     for path in paths:
         click.echo(str(path))
 

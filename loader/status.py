@@ -150,11 +150,16 @@ def _age(name: str, now: float) -> float | None:
 
 
 def prunable(
-    conn: psycopg.Connection, wal_dir: Path, older_than_s: float, now: float | None = None
+    conn: psycopg.Connection,
+    wal_dir: Path,
+    older_than_s: float,
+    now: float | None = None,
+    backup: Path | None = None,
 ) -> list[Path]:
     """Sealed segments in ``wal_dir`` that may be deleted: ``loaded`` by the current parser
     version (a stale one may still need ``reparse``) and opened more than ``older_than_s``
-    ago. Corrupt, loading and unseen segments are never listed."""
+    ago. Corrupt, loading and unseen segments are never listed. With ``backup``, only
+    segments with a byte-identical copy ``backup/NAME`` (see ``is_backed_up``)."""
     now = time.time() if now is None else now
     loaded = {
         name
@@ -167,6 +172,34 @@ def prunable(
     out = []
     for path in list_sealed(wal_dir):
         age = _age(path.name, now)
-        if path.name in loaded and age is not None and age > older_than_s:
+        old = path.name in loaded and age is not None and age > older_than_s
+        if old and (backup is None or is_backed_up(path, backup / path.name)):
             out.append(path)
     return out
+
+
+def is_backed_up(path: Path, copy: Path) -> bool:
+    """``copy`` is a separate regular file with exactly the bytes of ``path``.
+
+    Compared in full (not by size or mtime), so a partial or failed copy never counts.
+    A copy that is ``path`` itself (a symlink to it, a hard link, or the backup directory
+    being the WAL directory) is no backup: deleting ``path`` would lose the data too.
+    A copy that cannot be read counts as missing.
+    """
+    try:
+        if not copy.is_file() or copy.samefile(path):
+            return False
+        if copy.stat().st_size != path.stat().st_size:
+            return False
+        with path.open("rb") as original, copy.open("rb") as other:
+            while True:
+                a, b = original.read(_CHUNK), other.read(_CHUNK)
+                if a != b:
+                    return False
+                if not a:
+                    return True
+    except OSError:
+        return False
+
+
+_CHUNK = 1 << 20

@@ -148,7 +148,7 @@ def test_help_shows_every_env_var() -> None:
         "run": ["LOADER_DSN", "LOADER_ONCE", "LOADER_BATCH_TRADES"],
         "reparse": ["LOADER_DSN", "LOADER_SEGMENT", "LOADER_ALL", "LOADER_STALE"],
         "status": ["LOADER_DSN", "LOADER_JSON"],
-        "prunable": ["LOADER_DSN", "LOADER_OLDER_THAN"],
+        "prunable": ["LOADER_DSN", "LOADER_OLDER_THAN", "LOADER_BACKUP"],
     }
     for command, names in wanted.items():
         out = runner.invoke(main, [command, "--help"]).output

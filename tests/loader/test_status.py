@@ -112,3 +112,35 @@ def test_prunable_lists_only_old_segments_loaded_by_the_current_parser(db, wal_d
     assert [Path(p).name for p in result.output.split()] == [names[0]]
     ancient = ["prunable", "--dsn", db, "--wal-dir", str(wal_dir), "--older-than", "36500d"]
     assert runner.invoke(cli, ancient).output == ""  # nothing is a century old
+
+
+def test_prunable_with_backup_lists_only_segments_with_an_identical_copy(
+    db: str, wal_dir: Path, tmp_path: Path
+) -> None:
+    paths = [write_segment(wal_dir, seq, [[trade_frame(seq)]]) for seq in range(6)]
+    runner = CliRunner()
+    run = ["run", "--dsn", db, "--wal-dir", str(wal_dir), "--once"]
+    assert runner.invoke(cli, run).exit_code == 0
+    stale = write_segment(wal_dir, 6, [[trade_frame(6)]])  # sealed, never loaded
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    missing, differing, partial, identical, symlinked, hardlinked = paths
+    data = differing.read_bytes()
+    (backup / differing.name).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size
+    (backup / partial.name).write_bytes(partial.read_bytes()[:-10])  # an interrupted copy
+    (backup / identical.name).write_bytes(identical.read_bytes())
+    (backup / symlinked.name).symlink_to(symlinked)  # the original itself: no backup
+    (backup / hardlinked.name).hardlink_to(hardlinked)  # the same inode: no backup
+    (backup / stale.name).write_bytes(stale.read_bytes())  # backed up but never loaded
+    (backup / "unrelated.jsonl.zst").write_bytes(b"x")
+    base = ["prunable", "--dsn", db, "--wal-dir", str(wal_dir), "--older-than", "0h"]
+    result = runner.invoke(cli, [*base, "--backup", str(backup)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str(identical)]
+    assert missing.name not in result.stdout
+    # Without --backup the rules are unchanged: every loaded, old, sealed segment.
+    assert runner.invoke(cli, base).stdout.split() == [str(p) for p in paths]
+    # The WAL directory is no backup of itself; a missing backup directory is an error.
+    for bad in (wal_dir, tmp_path / "not-mounted"):
+        refused = runner.invoke(cli, [*base, "--backup", str(bad)])
+        assert refused.exit_code == 2 and refused.stdout == "", refused.output
