@@ -110,12 +110,14 @@ def _run(command: str, env: dict[str, str]) -> None:
 
 def test_systemd_units_start_commands_that_exist() -> None:
     for unit in (ROOT / "deploy" / "systemd").glob("*.service"):
-        [exec_start] = re.findall(r"^ExecStart=(.*)$", unit.read_text(), re.M)
-        argv = shlex.split(exec_start)
-        program = BIN / Path(argv[0]).name
-        assert argv[0].startswith("/opt/polymarket-capture/.venv/bin/"), exec_start
-        result = subprocess.run([str(program), *argv[1:], "--help"], capture_output=True)
-        assert result.returncode == 0, f"{unit.name}: {exec_start}"
+        text = unit.read_text()
+        assert len(re.findall(r"^ExecStart=", text, re.M)) == 1, unit.name
+        for exec_line in re.findall(r"^ExecStart(?:Pre|Post)?=(.*)$", text, re.M):
+            argv = shlex.split(exec_line.lstrip("-@:+!"))  # systemd's prefixes
+            program = BIN / Path(argv[0]).name
+            assert argv[0].startswith("/opt/polymarket-capture/.venv/bin/"), exec_line
+            result = subprocess.run([str(program), *argv[1:], "--help"], capture_output=True)
+            assert result.returncode == 0, f"{unit.name}: {exec_line}"
 
 
 def _a_token(gamma_url: str) -> str:
