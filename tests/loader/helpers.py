@@ -7,6 +7,7 @@ test controls exactly where each zstd frame starts and how many there are.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -90,20 +91,52 @@ CRASH_WAL_FRAMES = CRASH_SEGMENTS * CRASH_FRAMES_PER_SEGMENT
 CRASH_WAL_TRADES = CRASH_WAL_FRAMES * CRASH_TRADES_PER_FRAME
 
 
-def build_wal(wal_dir: Path) -> None:
-    """CRASH_SEGMENTS segments; each frame: 19 trades + 1 invalid, then one duplicate."""
+TradeKey = tuple[str, str, str, float, float, int]
+
+
+def trade_key(event: dict[str, Any]) -> TradeKey:
+    """What identifies a valid trade event, read off the event itself (not by the parser):
+    (transaction_hash, token_id, side, price, size, timestamp in ms); ``DB_TRADE_KEYS``
+    selects the same from the table."""
+    return (
+        event["transaction_hash"],
+        event["asset_id"],
+        event["side"],
+        float(event["price"]),
+        float(event["size"]),
+        int(event["timestamp"]),
+    )
+
+
+DB_TRADE_KEYS = (
+    "SELECT transaction_hash, token_id, side, price, size,"
+    " (extract(epoch FROM ts) * 1000)::bigint FROM trades"
+)
+
+
+def build_wal(wal_dir: Path) -> Counter[TradeKey]:
+    """CRASH_SEGMENTS segments; each frame: 19 trades + 1 invalid, then one duplicate.
+
+    Returns the keys of the valid trades written (a multiset: the duplicate counts twice),
+    CRASH_WAL_TRADES in all, so tests can check the loader without trusting its parser.
+    """
     i = 0
+    written: Counter[TradeKey] = Counter()
     for seq in range(CRASH_SEGMENTS):
         batches = []
         for _ in range(CRASH_FRAMES_PER_SEGMENT):
-            events = [trade_event(i + k) for k in range(CRASH_TRADES_PER_FRAME - 1)]
-            events.append(trade_event(i, price="7"))  # invalid: counted, never loaded
+            valid = [trade_event(i + k) for k in range(CRASH_TRADES_PER_FRAME - 1)]
+            events = [*valid, trade_event(i, price="7")]  # invalid: counted, never loaded
+            duplicate = trade_event(i)  # the same trade again: kept twice, no dedup
             batches.append(
                 [
                     frame(trade_frame(i)["ts_ns"], 0, i, json.dumps(events)),
-                    trade_frame(i),  # the same trade again: kept twice, no dedup
+                    frame(trade_frame(i)["ts_ns"], 0, i, json.dumps(duplicate)),
                     text_frame(i, "PONG"),
                 ]
             )
+            written.update(trade_key(event) for event in [*valid, duplicate])
             i += CRASH_TRADES_PER_FRAME
         write_segment(wal_dir, seq, batches)
+    assert sum(written.values()) == CRASH_WAL_TRADES
+    return written

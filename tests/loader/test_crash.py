@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import psycopg
@@ -22,7 +23,7 @@ from tests.loader.conftest import (
     sealed,
     wait_for_progress,
 )
-from tests.loader.helpers import CRASH_WAL_FRAMES, CRASH_WAL_TRADES, build_wal
+from tests.loader.helpers import CRASH_WAL_FRAMES, CRASH_WAL_TRADES, DB_TRADE_KEYS, build_wal
 from tests.timeouts import TIMEOUT_S
 
 ROUNDS = 24
@@ -30,7 +31,7 @@ BATCH_TRADES = 25  # many small transactions: many places for a kill to land
 
 
 def test_sigkill_at_random_points_loses_and_doubles_nothing(db: str, wal_dir: Path) -> None:
-    build_wal(wal_dir)
+    written = build_wal(wal_dir)
     rng = random.Random(4)
     total = CRASH_WAL_TRADES
     killed_mid_load = 0
@@ -59,6 +60,11 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(db: str, wal_dir: Pa
     assert final.returncode == 0, final.stderr
     assert db_trades(db) == expected_trades(sealed(wal_dir))
     check_counts_match_table(db)
+    # Not only what the parser under test makes of the WAL: what the builder wrote.
+    assert sum(db_trades(db).values()) == committed_trades(db) == CRASH_WAL_TRADES
+    with psycopg.connect(db) as conn:
+        loaded = Counter(conn.execute(DB_TRADE_KEYS).fetchall())
+    assert loaded == written
     with psycopg.connect(db) as conn:
         errors, statuses = conn.execute(
             "SELECT sum(parse_errors), array_agg(DISTINCT status) FROM wal_segments"
