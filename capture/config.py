@@ -13,7 +13,8 @@ from capture.protocol import DEFAULT_ASSETS_PER_CONN, DEFAULT_URL
 PING_INTERVAL_S = 10.0  # the server drops a connection after ~10 s without a PING
 OPEN_SPACING_S = 0.1  # opening many connections at once gets HTTP 429
 OPEN_TIMEOUT_S = 10.0  # a handshake slower than this is a failed attempt
-CLOSE_TIMEOUT_S = 1.0  # a dead peer must not hold a reconnect or shutdown long
+CLOSE_TIMEOUT_S = 1.0  # a dead peer must not hold a reconnect long
+DRAIN_TIMEOUT_S = 2.0  # at shutdown: how long to keep recording until the server closes
 STATUS_INTERVAL_S = 5.0  # how fresh `capture status` is; the file lists every asset
 DISCOVER_INTERVAL_S = 300.0  # new markets appear by the minute; Gamma allows far more
 MAX_FRAME_BYTES = 64 << 20  # initial dumps of 500 books run to several MiB
@@ -38,6 +39,7 @@ class Timing:
     open_spacing_s: float = OPEN_SPACING_S
     open_timeout_s: float = OPEN_TIMEOUT_S
     close_timeout_s: float = CLOSE_TIMEOUT_S
+    drain_timeout_s: float = DRAIN_TIMEOUT_S
     status_interval_s: float = STATUS_INTERVAL_S
     ready_wait_s: float = READY_WAIT_S
 

@@ -64,7 +64,7 @@ class ConnStats:
 
     state: str = "new"  # new, connecting, up, backoff, stopped
     frames: int = 0
-    bytes: int = 0  # characters of text frames (= bytes for ASCII JSON) + binary bytes
+    bytes: int = 0  # bytes received: text frames counted in UTF-8, as on the wire
     connects: int = 0
     last_frame_at: float | None = None
     up_since_ns: int | None = None
@@ -171,11 +171,18 @@ class Connection:
             self.on_wal_fatal(exc)
 
     async def stop(self) -> None:
-        """Stop reading: close the socket (frames received until then are recorded)."""
+        """Stop without losing a frame: send our close frame and keep recording.
+
+        The receive loop is not cancelled: it goes on recording every message the server
+        sent before it saw our close frame, until the server's close ends the iterator.
+        A server that does not close within ``drain_timeout_s`` is cut off (websockets
+        aborts the socket when the close times out). Returns when the socket is closed.
+        """
         self._stopping = True
         self._wake.set()
         ws = self._ws
         if ws is not None:
+            ws.close_timeout = self.timing.drain_timeout_s
             await ws.close(1000, "shutdown")
 
     async def _session(self) -> None:
@@ -255,7 +262,11 @@ class Connection:
             append_frame(now_ns(), conn, n, message)
             n += 1
             stats.frames += 1
-            stats.bytes += len(message)
+            # str.isascii() is O(1) on CPython (a flag): only non-ASCII text is encoded
+            if type(message) is str and not message.isascii():
+                stats.bytes += len(message.encode())
+            else:
+                stats.bytes += len(message)
             stats.last_frame_at = at = monotonic()
             if message == protocol.PONG_TEXT:
                 watchdog.last_pong = at

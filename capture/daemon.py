@@ -31,8 +31,10 @@ from wal.policy import DEFAULT_BATCH_BYTES
 log = logging.getLogger(__name__)
 
 WRITER_NAME = "polymarket-capture 0.1.0"
-STOP_CONNS_S = 2.0  # of the 5 s allowed for a shutdown: closing sockets
-SEAL_S = 2.0  # and writing out and sealing the segment
+# Of the 5 s allowed for a shutdown: the connections' drain (Timing.drain_timeout_s,
+# 2 s) plus this margin, then writing out and sealing the segment.
+STOP_MARGIN_S = 0.25
+SEAL_S = 2.0
 DISCOVER_RETRY_S = 30.0  # a failed discovery is retried sooner than the full interval
 
 
@@ -333,7 +335,8 @@ class Daemon:
                 loop.remove_signal_handler(sig)
 
     async def _shutdown(self) -> None:
-        """Stop reading, then write out and seal the segment: well within 5 s."""
+        """Close the connections, recording until each server has closed (at most the
+        drain timeout), then write out and seal the segment: well within 5 s."""
         self._check_writer()
         if self.fatal is None:
             self._state = "stopping"
@@ -344,7 +347,8 @@ class Daemon:
         stops = [asyncio.create_task(c.stop()) for c in self.connections.values()]
         tasks = [*stops, *self._tasks.values()]
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=STOP_CONNS_S)
+            limit = self.config.timing.drain_timeout_s + STOP_MARGIN_S
+            _, pending = await asyncio.wait(tasks, timeout=limit)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

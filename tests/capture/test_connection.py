@@ -236,3 +236,17 @@ async def test_an_unexpected_error_costs_one_session_not_the_connection(exchange
     await conn.stop()
     await asyncio.wait_for(task, TIMEOUT_S)
     assert "unexpected error" in caplog.text
+
+
+async def test_stop_records_everything_sent_before_the_server_saw_our_close():
+    async with FakeExchange(assets=4, rate=0, seed=5, ping_timeout=2.0) as ex:  # flat out
+        sink = ListSink()
+        conn = Connection(0, ex.ws_url, ex.tokens(), sink=sink, gate=OpenGate(0), timing=FAST)
+        task = asyncio.create_task(conn.run())
+        await wait_for(lambda: conn.stats.frames > 2000)
+        await conn.stop()  # returns once the server has closed: the drain is over
+        await asyncio.wait_for(task, TIMEOUT_S)
+        frames = [f["text"] for f in sink.of("frame")]
+        assert frames == ex.sent[0]  # thousands in flight at the stop, none lost
+        close = sink.of("conn_close")[-1]
+        assert close["code"] == 1000 and close["reason"] == "shutdown"
