@@ -4,10 +4,18 @@
 In tests: ``async with FakeExchange(assets=10) as ex:`` then ``ex.ws_url``,
 ``ex.gamma_url``, ``ex.sent[conn]`` (every message sent to a connection, in order),
 ``ex.received[conn]``, and faults (``drop_all()``, ``stall_data``, ``stall_all``,
-``reject(429, count)``, ``send_garbage()``, ``announce_market()``, ``close_market()``).
+``reject(429, count)``, ``send_garbage()``, ``announce_market()``, ``close_market()``),
+``handshake_times`` (monotonic time of each handshake request, rejected ones too).
+With ``new_market_prob`` > 0, each data frame is instead, with that probability, a new
+market announced to every connection (at most ``max_new_markets`` of them).
 As a process: ``python -m tests.fakes.exchange --port P --assets N --rate R
---trade-fraction F --seed S [--record FILE]`` prints its URLs as one JSON line; the same
-faults are ``GET`` or ``POST /control/<name>?...`` (see ``_control``).
+--trade-fraction F --seed S [--record FILE [--record-received]]`` prints its URLs as
+one JSON line; the same faults are ``GET`` or ``POST /control/<name>?...`` (see
+``_control``). The record file has one JSON line per message sent,
+``{"conn", "ts_ns", "text" | "b64"}``, and with ``--record-received`` one per message
+received other than ``PING`` (the subscribes and unsubscribes),
+``{"conn", "ts_ns", "received"}``: a capture connection whose ``sent`` record has the
+same text is that fake connection.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from websockets.protocol import State
 
 from tests.fakes.stream import Universe
 
-PING_TIMEOUT_S = 15.0  # reported ~10 s; a client pinging every 10 s must survive
+PING_TIMEOUT_S = 12.0  # reported ~10 s; a client pinging every 10 s must survive
 GAMMA_MAX_LIMIT = 100
 GAMMA_MAX_OFFSET = 10_000
 MAX_FRAME_BYTES = 64 << 20
@@ -59,7 +67,10 @@ class FakeExchange:
         ping_timeout: float = PING_TIMEOUT_S,
         port: int = 0,
         record: Path | None = None,
+        record_received: bool = False,
         keep_sent: bool = True,
+        new_market_prob: float = 0.0,
+        max_new_markets: int = 5,
     ) -> None:
         self.universe = Universe(seed)
         self.universe.add_markets(max(1, (assets + 1) // 2))
@@ -73,12 +84,16 @@ class FakeExchange:
         self.sent: dict[int, list[str | bytes]] = defaultdict(list)
         self.received: dict[int, list[str | bytes]] = defaultdict(list)
         self.handshakes = 0
+        self.handshake_times: list[float] = []
+        self.new_market_prob = new_market_prob
+        self.new_markets_left = max_new_markets if new_market_prob > 0 else 0
         self.gamma_keyset = True  # False: /markets/keyset is a 404, as on an older Gamma
         self.gamma_requests: list[str] = []
         self.stall_data = False
         self.stall_all = False
         self._reject: list[int] = []
         self._record_path = record
+        self._record_received = record_received
         self._record: IO[str] | None = None
         self._server: Server | None = None
         self._next_id = 0
@@ -147,15 +162,24 @@ class FakeExchange:
         for conn in list(self.conns.values()):
             await self._send(conn, text)
 
-    def announce_market(self) -> list[str]:
-        """A new market: Gamma lists it and ``new_market`` goes to every custom connection."""
-        market = self.universe.add_markets(1)[0]
+    def announce_market(self, gen: Universe | None = None) -> list[str]:
+        """A new market (made by ``gen``, a connection's generator, or the universe's):
+        Gamma lists it and the same ``new_market`` goes to every custom connection."""
+        gen = gen or self.universe
+        market = gen.add_markets(1)[0]
+        text = gen.new_market(market)
         for conn in list(self.conns.values()):
             if conn.custom and conn.typed:
-                asyncio.get_running_loop().create_task(
-                    self._send(conn, conn.gen.new_market(market))
-                )
+                asyncio.get_running_loop().create_task(self._send(conn, text))
         return list(market.tokens)
+
+    def _maybe_announce(self, conn: FakeConn) -> bool:
+        """Now and then (``new_market_prob``, seeded per connection) a new market."""
+        if self.new_markets_left <= 0 or conn.gen.rng.random() >= self.new_market_prob:
+            return False
+        self.new_markets_left -= 1
+        self.announce_market(conn.gen)
+        return True
 
     def close_market(self, token: str) -> None:
         self.universe.by_token[token].closed = True
@@ -171,6 +195,8 @@ class FakeExchange:
         try:
             async for message in ws:
                 self.received[cid].append(message)
+                if self._record_received and message != "PING" and isinstance(message, str):
+                    self._write({"conn": cid, "ts_ns": time.time_ns(), "received": message})
                 await self._on_message(conn, message)
         except ConnectionClosed:
             pass
@@ -191,9 +217,13 @@ class FakeExchange:
                 entry["text"] = message
             else:
                 entry["b64"] = base64.b64encode(message).decode()
-            self._record.write(json.dumps(entry) + "\n")
+            self._write(entry)
         with contextlib.suppress(ConnectionClosed):
             await conn.ws.send(message)
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        if self._record is not None:
+            self._record.write(json.dumps(entry) + "\n")
 
     async def _on_message(self, conn: FakeConn, message: str | bytes) -> None:
         if message == "PING":
@@ -263,6 +293,8 @@ class FakeExchange:
                     await asyncio.sleep(0.01)
                 next_at = time.monotonic()
                 continue
+            if self.new_markets_left and conn.custom and self._maybe_announce(conn):
+                continue
             if period:
                 await self._send(conn, conn.gen.frame(live, self.trade_fraction, conn.custom))
                 continue
@@ -290,6 +322,7 @@ class FakeExchange:
         query = dict(urllib.parse.parse_qsl(url.query))
         if url.path == "/ws/market":
             self.handshakes += 1
+            self.handshake_times.append(time.monotonic())
             if self._reject:
                 status = self._reject.pop(0)
                 return ws.respond(status, "Too Many Requests\n" if status == 429 else "error\n")
@@ -297,7 +330,7 @@ class FakeExchange:
         if url.path.startswith("/markets"):
             self.gamma_requests.append(request.path)
         if url.path == "/markets":
-            return self._json(ws, self._markets_offset(query))
+            return self._json(ws, self._markets_offset(ws, query))
         if url.path == "/markets/keyset" and self.gamma_keyset:
             return self._json(ws, self._markets_keyset(query))
         if url.path.startswith("/control/"):
@@ -321,10 +354,11 @@ class FakeExchange:
             markets = [m for m in markets if m.active]
         return [m.gamma() for m in markets]
 
-    def _markets_offset(self, query: dict[str, str]) -> Any:
+    def _markets_offset(self, ws: ServerConnection, query: dict[str, str]) -> Any:
         offset, limit = int(query.get("offset", 0)), int(query.get("limit", 20))
-        if offset > GAMMA_MAX_OFFSET:
-            return {"error": "offset too large"}  # the real one answers 422
+        if offset > GAMMA_MAX_OFFSET:  # as the real one: use /markets/keyset instead
+            body = json.dumps({"error": f"offset {offset} exceeds {GAMMA_MAX_OFFSET}"})
+            return ws.respond(422, body)
         return self._open_markets(query)[offset : offset + min(limit, GAMMA_MAX_LIMIT)]
 
     def _markets_keyset(self, query: dict[str, str]) -> Any:

@@ -25,6 +25,9 @@ async def _serve_forever(args: Any) -> None:
         seed=args.seed,
         port=args.port,
         record=args.record,
+        record_received=args.record_received,
+        new_market_prob=args.new_market_prob,
+        max_new_markets=args.max_new_markets,
         keep_sent=False,
         ping_timeout=args.ping_timeout,
     )
@@ -56,4 +59,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--ping-timeout", type=float, default=PING_TIMEOUT_S)
     parser.add_argument("--record", type=Path, help="append every frame sent, as JSONL")
+    parser.add_argument(
+        "--record-received",
+        action="store_true",
+        help='also record each message received but PING, as {"conn", "ts_ns", "received"}',
+    )
+    parser.add_argument(
+        "--new-market-prob",
+        type=float,
+        default=0.001,
+        help="chance that a data frame is instead a new market announced to all (0: never)",
+    )
+    parser.add_argument(
+        "--max-new-markets", type=int, default=5, help="at most this many new markets"
+    )
     asyncio.run(_serve_forever(parser.parse_args(argv)))

@@ -1,8 +1,8 @@
 """Deterministic, seeded market data shaped like ../shared/realframes (pure, no I/O).
 
-Frames vary the way live ones do: single objects and arrays, ``", "`` separators in
-some, unpadded prices (``".48"``), ``fee_rate_bps`` as ``"0"``, ``""`` or absent,
-``transaction_hash`` sometimes ``""``.
+Frames vary the way live ones do: single objects and arrays (of trades, price changes
+and best bid/asks), ``", "`` separators in some, unpadded prices (``".48"``),
+``fee_rate_bps`` as ``"0"``, ``""`` or absent, ``transaction_hash`` sometimes ``""``.
 """
 
 from __future__ import annotations
@@ -180,17 +180,24 @@ class Universe:
 
     def frame(self, tokens: list[str], trade_fraction: float, custom: bool) -> str:
         """One data frame about some of ``tokens``: a trade with ``trade_fraction``
-        probability, else a price change, best bid/ask or tick size change."""
+        probability, else a price change, best bid/ask or tick size change. Like live
+        batches, a fifth of the trades, price changes and best bid/asks come as arrays."""
         r = self.rng
         token = r.choice(tokens)
         roll = r.random()
         if roll < trade_fraction:
-            if r.random() < 0.2:  # batched trades arrive as arrays
-                return _dumps([self.trade(r.choice(tokens)) for _ in range(r.randint(2, 3))], r)
-            return _dumps(self.trade(token), r)
-        if roll < trade_fraction + (1 - trade_fraction) * 0.8:
-            return _dumps(self.price_change(token), r)
-        return _dumps(self.other(token, custom), r)
+            make = self.trade
+        elif roll < trade_fraction + (1 - trade_fraction) * 0.8:
+            make = self.price_change
+        else:
+            event = self.other(token, custom)
+            if event["event_type"] != "best_bid_ask" or r.random() >= 0.2:
+                return _dumps(event, r)
+            batch = [event, *(self.other(r.choice(tokens), True) for _ in range(r.randint(1, 2)))]
+            return _dumps([e for e in batch if e["event_type"] == "best_bid_ask"], r)
+        if r.random() < 0.2:  # batched events arrive as arrays
+            return _dumps([make(r.choice(tokens)) for _ in range(r.randint(2, 3))], r)
+        return _dumps(make(token), r)
 
     def new_market(self, market: Market) -> str:
         event = {
