@@ -225,7 +225,9 @@ def _sent_entries(record: Path) -> Iterator[dict[str, Any]]:
     with open(record, encoding="utf-8") as f:
         for line in f:
             if line.endswith("\n"):  # the last line may be cut by a kill
-                yield json.loads(line)
+                entry = json.loads(line)
+                if "received" not in entry:  # what a client sent (--record-received)
+                    yield entry
 
 
 def sent_trades(record: Path) -> Counter[TradeKey]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -22,6 +23,8 @@ from tests.fakes.exchange import FakeExchange
 from tests.timeouts import TIMEOUT_S, scaled
 from wal import list_segments
 from wal.naming import OPEN_SUFFIX
+
+ROOT = Path(__file__).resolve().parents[2]
 
 FAST_OPTS = [
     "--ping-interval",
@@ -331,3 +334,72 @@ async def test_ready_does_not_wait_for_a_hung_gamma(tmp_path, exchange, procs):
             await wait_for(lambda: gamma.requests == 1)  # the listing is still pending
     finally:
         sock.close()
+
+
+# ----- a real shutdown loses nothing: capture and the fake exchange as processes -----
+
+
+@pytest.fixture
+def fake_process(tmp_path) -> Iterator[tuple[dict, Path]]:
+    """The fake exchange in its own process, recording what it sent and received."""
+    record = tmp_path / "exchange.jsonl"
+    args = ["--assets", "10", "--rate", "60", "--seed", "4", "--record", str(record)]
+    # one new market at most: its 2 tokens fit on the third connection (4 + 4 + 2)
+    args += ["--new-market-prob", "0.05", "--max-new-markets", "1", "--record-received"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.exchange", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        yield json.loads(proc.stdout.readline()), record
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(TIMEOUT_S)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _by_fake_conn(record: Path) -> tuple[dict[int, list[str | bytes]], dict[int, list[str]]]:
+    """What the fake sent and received, per fake connection, in order."""
+    sent: dict[int, list[str | bytes]] = {}
+    received: dict[int, list[str]] = {}
+    for line in record.read_text().splitlines():
+        entry = json.loads(line)
+        if "received" in entry:
+            received.setdefault(entry["conn"], []).append(entry["received"])
+        else:
+            message = entry["text"] if "text" in entry else base64.b64decode(entry["b64"])
+            sent.setdefault(entry["conn"], []).append(message)
+    return sent, received
+
+
+async def test_sigterm_loses_no_frame_the_exchange_sent_on_any_connection(
+    tmp_path, procs, fake_process
+):
+    info, record = fake_process
+    wal_dir = tmp_path / "wal"
+    args = ["--url", info["ws_url"], "--discover", "--gamma-url", info["gamma_url"]]
+    proc = start(procs, wal_dir, [*args, "--max-assets-per-conn", "4"])
+    await wait_for(lambda: proc.status().get("connections_up") == 3 and proc.frames() > 150)
+    started = time.monotonic()
+    proc.popen.send_signal(signal.SIGTERM)
+    await wait_for(lambda: proc.popen.poll() is not None, scaled(5.0))
+    assert time.monotonic() - started < scaled(5.0)
+    assert proc.popen.returncode == 0, proc.logs()
+    records = wal_records(wal_dir)
+    wal_frames = frames_by_conn(records)
+    sent, received = _by_fake_conn(record)
+    # a fake connection is the capture connection that sent the same first subscribe
+    first = {r["text"]: r["conn"] for r in records if r["type"] == "sent"}
+    assert set(received) == set(sent) and len(sent) == 3
+    for fake_id, messages in received.items():
+        conn = first[messages[0]]
+        assert [r["text"] for r in records if r["type"] == "sent" and r["conn"] == conn] == (
+            messages  # the subscribes and unsubscribes, in order, PINGs aside
+        )
+        assert wal_frames[conn] == sent[fake_id]  # every frame, in order, none lost
+    subscribes = [m for ms in received.values() for m in ms if '"operation"' in m]
+    assert subscribes  # the new market announced by the stream was subscribed at once
