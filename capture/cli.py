@@ -150,11 +150,17 @@ def main() -> None:
 @_opt("--metrics-addr", callback=_metrics_addr, help="Serve Prometheus metrics on HOST:PORT.")
 @_opt(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default="info",
     show_default=True,
+    help="Any case: CAPTURE_LOG_LEVEL=INFO works.",
 )
-@_opt("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_opt(
+    "--log-format",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    default="text",
+    show_default=True,
+)
 @_hidden("--ping-interval", 10.0)
 @_hidden("--pong-timeout", 30.0)
 @_hidden("--backoff-initial", 1.0)
@@ -193,7 +199,7 @@ def run(**o: Any) -> None:
         metrics_addr=o["metrics_addr"],
         timing=timing,
     )
-    logs.setup(o["log_level"], o["log_format"])
+    logs.setup(o["log_level"].lower(), o["log_format"].lower())
     try:
         asyncio.run(Daemon(config).run())
     except (CaptureError, WalError, OSError) as exc:
@@ -207,7 +213,7 @@ def run(**o: Any) -> None:
     required=True,
     help="WAL directory of the daemon to ask.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
+@_opt("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
 def status(wal_dir: Path, as_json: bool) -> None:
     """Show what the running daemon is doing (exit 1 when it is not running)."""
     try:

@@ -247,6 +247,7 @@ async def test_status_command_shows_the_running_daemon(tmp_path, exchange, procs
             "3",
             *[f"--asset={t}" for t in exchange.tokens()[:5]],
         ],
+        env={"CAPTURE_LOG_LEVEL": "WARNING"},  # any case
     )
     await wait_for(lambda: proc.status().get("connections_up") == 2 and proc.frames() > 5)
     text = CliRunner().invoke(main, ["status", "--wal-dir", str(wal_dir)])
@@ -256,6 +257,22 @@ async def test_status_command_shows_the_running_daemon(tmp_path, exchange, procs
         CliRunner().invoke(main, ["status", "--wal-dir", str(wal_dir), "--json"]).output
     )
     assert [c["assets"] for c in doc["connections"]] == [3, 2]
+    by_env = CliRunner().invoke(
+        main, ["status"], env={"CAPTURE_WAL_DIR": str(wal_dir), "CAPTURE_JSON": "1"}
+    )
+    assert by_env.exit_code == 0, by_env.output
+    assert json.loads(by_env.output)["pid"] == proc.popen.pid
+    assert "connected, subscribing" not in proc.logs()  # INFO lines are off at WARNING
+
+
+@pytest.mark.parametrize("level", ["INFO", "Debug", "warning"])
+def test_log_level_is_case_insensitive(tmp_path, level):
+    env = {"CAPTURE_WAL_DIR": str(tmp_path), "CAPTURE_LOG_LEVEL": level}
+    result = CliRunner().invoke(main, ["run"], env=env)  # fails later: no asset source
+    assert result.exit_code == 2
+    assert "give assets" in result.output and "--log-level" not in result.output
+    bad = CliRunner().invoke(main, ["run"], env={**env, "CAPTURE_LOG_LEVEL": "LOUD"})
+    assert bad.exit_code == 2 and "Invalid value for '--log-level'" in bad.output
 
 
 async def test_systemd_notify_ready_watchdog_stopping(tmp_path, exchange, procs):
