@@ -250,3 +250,24 @@ async def test_stop_records_everything_sent_before_the_server_saw_our_close():
         assert frames == ex.sent[0]  # thousands in flight at the stop, none lost
         close = sink.of("conn_close")[-1]
         assert close["code"] == 1000 and close["reason"] == "shutdown"
+
+
+async def test_received_bytes_count_utf8_bytes_not_characters(exchange, start):
+    run = start([])  # no assets: only PONGs and what the test sends
+    await wait_for(lambda: "PONG" in exchange.sent[0])
+    text = '{"event_type": "new_market", "question": "Élection 2028 — qui gagne ? 🗳"}'
+    assert len(text.encode()) > len(text)
+    await exchange.send_text(text)
+    await exchange.send_garbage()  # binary frames count their bytes
+
+    def wire_bytes() -> int:
+        return sum(len(m.encode() if isinstance(m, str) else m) for m in exchange.sent[0])
+
+    # compared when both sides agree on the frame count (PONGs keep coming)
+    await wait_for(
+        lambda: (
+            run.conn.stats.frames == len(exchange.sent[0]) > 3
+            and run.conn.stats.bytes == wire_bytes()
+            and text in exchange.sent[0]
+        )
+    )
