@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import signal
@@ -187,6 +188,21 @@ async def test_sigterm_stops_reading_and_seals_within_5s(tmp_path, exchange, pro
     assert any("sealed" in entry["msg"] for entry in logs)
     status = CliRunner().invoke(main, ["status", "--wal-dir", str(wal_dir)])
     assert status.exit_code == 1 and "not running" in status.output
+
+
+async def test_connection_opens_are_spaced_by_open_spacing(tmp_path, exchange, procs):
+    spacing = 0.3
+    tokens = exchange.tokens()
+    args = ["--url", exchange.ws_url, "--max-assets-per-conn", "2", "--open-spacing", "0.3"]
+    proc = start(procs, tmp_path / "wal", [*args, *[f"--asset={t}" for t in tokens]])
+    await wait_for(lambda: proc.status().get("connections_up") == 4)
+    exchange.drop_all()  # the 4 reconnects go through the same gate
+    await wait_for(lambda: len(exchange.handshake_times) == 8)
+    await wait_for(lambda: proc.status().get("connections_up") == 4)
+    gaps = [b - a for a, b in itertools.pairwise(exchange.handshake_times)]
+    # measured at the server: the client's gate spaces the starts of its connects, so
+    # allow the few ms that one handshake request may take longer than the next
+    assert all(gap >= spacing - 0.05 for gap in gaps), gaps
 
 
 async def test_sigkill_then_restart_recovers_the_open_segment_and_goes_on(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
+import random
 import time
 from collections.abc import AsyncIterator
 
@@ -138,17 +140,29 @@ async def test_no_pong_watchdog_records_a_stall_and_reconnects(exchange, start):
     assert run.conn.stats.stalls["no_pong"] == 1
 
 
-async def test_http_429_at_the_handshake_backs_off_then_connects(exchange, start):
+class NoJitter(random.Random):
+    """Backoff delays exactly initial * 2**n: growth is then visible on the wire."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return 0.0
+
+
+async def test_http_429_at_the_handshake_backs_off_exponentially_then_connects(exchange, start):
     exchange.reject(429, count=3)
-    run = start(exchange.tokens()[:1])
+    timing = dataclasses.replace(FAST, backoff_initial_s=0.1, backoff_max_s=5.0)
+    run = start(exchange.tokens()[:1], timing=timing)
+    run.conn.backoff.rng = NoJitter()  # before the first attempt fails
     await wait_for(lambda: run.sink.of("conn_open"))
     failures = run.sink.of("conn_close")
     assert len(failures) == 3
     assert all("429" in f["error"] for f in failures)
     assert run.conn.stats.reconnects["http_429"] == 3
-    assert run.conn.backoff.attempts >= 3
-    gaps = [b["ts_ns"] - a["ts_ns"] for a, b in itertools.pairwise(failures)]
-    assert all(gap >= 0.03e9 for gap in gaps)  # backed off (0.05 s +- jitter), not hammered
+    times = exchange.handshake_times
+    assert len(times) == 4  # three rejected, then the one that connected
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[0] >= 0.1  # backed off, not hammered
+    # delays 0.1, 0.2, 0.4 s: each gap about twice the one before (handshakes take ms)
+    assert all(later > 1.5 * earlier for earlier, later in itertools.pairwise(gaps)), gaps
 
 
 async def test_every_kind_of_frame_is_recorded_verbatim(exchange, start):
