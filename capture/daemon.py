@@ -7,15 +7,13 @@ stop was requested (SIGTERM/SIGINT or ``request_stop``) and everything is sealed
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
 
 from capture import discovery
+from capture import status as status_doc
 from capture.assets import parse_assets_file
 from capture.config import MAX_FRAME_BYTES, Config
 from capture.connection import Connection, OpenGate
@@ -23,6 +21,7 @@ from capture.errors import ConfigError, DiscoveryError, WalDiedError
 from capture.metrics import CaptureCollector, Metrics
 from capture.notify import Notifier
 from capture.shard import Shards
+from capture.signals import handled_signals
 from capture.status import write_status
 from wal import FileOps, Hooks, Policy, WalFatalError, WalWriteError, WalWriter
 from wal.fsutil import REAL_OPS
@@ -179,10 +178,9 @@ class Daemon:
         self.writer = await asyncio.to_thread(self._open_writer)
         try:
             self._start_metrics()
-            self._install_signals()
-            await self._main()
+            with handled_signals(self.request_stop, self.reload, enabled=self.signals):
+                await self._main()
         finally:
-            self._remove_signals()
             await self._shutdown()
         if self.fatal is not None:
             raise WalDiedError(f"WAL writer died: {self.fatal}")
@@ -315,25 +313,6 @@ class Daemon:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
 
-    def _install_signals(self) -> None:
-        if not self.signals:
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            loop.add_signal_handler(signal.SIGTERM, self.request_stop)
-            loop.add_signal_handler(signal.SIGINT, self.request_stop)
-            loop.add_signal_handler(signal.SIGHUP, self.reload)
-        except (RuntimeError, ValueError):
-            log.debug("not in the main thread: no signal handlers")
-
-    def _remove_signals(self) -> None:
-        if not self.signals:
-            return
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            with contextlib.suppress(RuntimeError, ValueError):
-                loop.remove_signal_handler(sig)
-
     async def _shutdown(self) -> None:
         """Close the connections, recording until each server has closed (at most the
         drain timeout), then write out and seal the segment: well within 5 s."""
@@ -368,63 +347,21 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
-        frames = sum(c.stats.frames for c in self.connections.values())
+        conns = list(self.connections.values())
+        frames = sum(c.stats.frames for c in conns)
         then, before = self._last_frames
         rate = (frames - before) / (now - then) if now > then else 0.0
         self._last_frames = (now, frames)
-        conns = [self._conn_status(c, now) for c in self.connections.values()]
-        stats = self.writer.stats if self.writer is not None else None
-        wal = (
-            {}
-            if stats is None
-            else {
-                k: getattr(stats, k)
-                for k in (
-                    "appended",
-                    "durable",
-                    "dropped_total",
-                    "segments_sealed",
-                    "buffered_bytes",
-                    "write_errors",
-                    "last_error",
-                    "current_segment",
-                    "last_fsync_s",
-                )
-            }
+        writer = self.writer
+        return status_doc.build(
+            state=self._state,
+            started_ns=self.started_ns,
+            interval_s=self.config.timing.status_interval_s,
+            url=self.config.url,
+            assets=len(self.shards.owner),
+            connections=conns,
+            frames_per_s=rate,
+            wal_stats=writer.stats if writer is not None else None,
+            fatal_error=(self.fatal or writer.fatal_error) if writer is not None else None,
+            now=now,
         )
-        if self.writer is not None:
-            wal["fatal_error"] = self.fatal or self.writer.fatal_error
-        return {
-            "pid": os.getpid(),
-            "state": self._state,
-            "updated_ns": time.time_ns(),
-            "started_ns": self.started_ns,
-            "uptime_s": (time.time_ns() - self.started_ns) / 1e9,
-            "interval_s": self.config.timing.status_interval_s,
-            "url": self.config.url,
-            "assets": len(self.shards.owner),
-            "frames": frames,
-            "frames_per_s": round(rate, 1),
-            "connections_up": sum(1 for c in conns if c["state"] == "up"),
-            "connections": conns,
-            "wal": wal,
-        }
-
-    @staticmethod
-    def _conn_status(conn: Connection, now: float) -> dict[str, Any]:
-        st = conn.stats
-        age = None if st.last_frame_at is None else round(now - st.last_frame_at, 3)
-        return {
-            "id": conn.id,
-            "state": st.state,
-            "assets": len(conn.assets),
-            "asset_ids": list(conn.assets),
-            "frames": st.frames,
-            "bytes": st.bytes,
-            "connects": st.connects,
-            "up_since_ns": st.up_since_ns,
-            "last_frame_age_s": age,
-            "reconnects": dict(st.reconnects),
-            "stalls": dict(st.stalls),
-            "last_close": st.last_close,
-        }

@@ -7,14 +7,89 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from capture.errors import StatusError
 from wal import write_durably
 
+if TYPE_CHECKING:
+    from capture.connection import Connection
+    from wal import WriterStats
+
 STATUS_NAME = "capture.status.json"  # not a segment name, so WAL listings ignore it
 STALE_AFTER_INTERVALS = 5  # a status older than 5 write intervals means the daemon is stuck
+
+
+WAL_FIELDS = (
+    "appended",
+    "durable",
+    "dropped_total",
+    "segments_sealed",
+    "buffered_bytes",
+    "write_errors",
+    "last_error",
+    "current_segment",
+    "last_fsync_s",
+)
+
+
+def build(
+    *,
+    state: str,
+    started_ns: int,
+    interval_s: float,
+    url: str,
+    assets: int,
+    connections: Iterable[Connection],
+    frames_per_s: float,
+    wal_stats: WriterStats | None,
+    fatal_error: str | None,
+    now: float,
+) -> dict[str, Any]:
+    """The status document (``now`` is monotonic, for the ages of last frames)."""
+    conns = [conn_status(c, now) for c in connections]
+    wal: dict[str, Any] = {}
+    if wal_stats is not None:
+        wal = {k: getattr(wal_stats, k) for k in WAL_FIELDS}
+        wal["fatal_error"] = fatal_error
+    now_ns = time.time_ns()
+    return {
+        "pid": os.getpid(),
+        "state": state,
+        "updated_ns": now_ns,
+        "started_ns": started_ns,
+        "uptime_s": (now_ns - started_ns) / 1e9,
+        "interval_s": interval_s,
+        "url": url,
+        "assets": assets,
+        "frames": sum(c["frames"] for c in conns),
+        "frames_per_s": round(frames_per_s, 1),
+        "connections_up": sum(1 for c in conns if c["state"] == "up"),
+        "connections": conns,
+        "wal": wal,
+    }
+
+
+def conn_status(conn: Connection, now: float) -> dict[str, Any]:
+    st = conn.stats
+    age = None if st.last_frame_at is None else round(now - st.last_frame_at, 3)
+    return {
+        "id": conn.id,
+        "state": st.state,
+        "assets": len(conn.assets),
+        "asset_ids": list(conn.assets),
+        "frames": st.frames,
+        "bytes": st.bytes,
+        "connects": st.connects,
+        "up_since_ns": st.up_since_ns,
+        "last_frame_age_s": age,
+        "reconnects": dict(st.reconnects),
+        "stalls": dict(st.stalls),
+        "last_close": st.last_close,
+    }
 
 
 def status_path(wal_dir: Path) -> Path:
