@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,8 @@ from typing import Any
 from tests.timeouts import TIMEOUT_S
 from wal import SegmentReader, list_segments, records
 from wal.records import frame_payload
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 handshake constant
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = TIMEOUT_S) -> None:
@@ -139,3 +143,51 @@ class HungGamma:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+
+class DeafServer:
+    """A WebSocket server that streams text frames and never reads: it ignores our close
+    frame, so only the drain timeout ends a stop. Raw asyncio, no websockets server
+    (which would answer the close)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"ws://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/ws/market"
+
+    async def __aenter__(self) -> DeafServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode()
+            key = next(
+                line.split(":", 1)[1].strip()
+                for line in head.split("\r\n")
+                if line.lower().startswith("sec-websocket-key:")
+            )
+            accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept.encode() + b"\r\n\r\n"
+            )
+            while True:
+                payload = b'{"event_type": "price_change", "n": %d}' % self.sent
+                writer.write(bytes([0x81, len(payload)]) + payload)  # FIN, text, < 126 bytes
+                self.sent += 1
+                await writer.drain()
+                await asyncio.sleep(0.01)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()

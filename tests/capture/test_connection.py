@@ -15,7 +15,7 @@ import pytest
 from capture import protocol
 from capture.config import Timing
 from capture.connection import Connection, OpenGate
-from tests.capture.helpers import ListSink, wait_for
+from tests.capture.helpers import DeafServer, ListSink, wait_for
 from tests.fakes.exchange import FakeExchange
 from tests.timeouts import TIMEOUT_S
 
@@ -285,3 +285,19 @@ async def test_received_bytes_count_utf8_bytes_not_characters(exchange, start):
             and text in exchange.sent[0]
         )
     )
+
+
+async def test_stop_aborts_after_the_drain_timeout_when_the_server_never_closes():
+    timing = dataclasses.replace(FAST, drain_timeout_s=0.3, pong_timeout_s=30.0)
+    async with DeafServer() as server:
+        sink = ListSink()
+        conn = Connection(0, server.url, ["1"], sink=sink, gate=OpenGate(0), timing=timing)
+        task = asyncio.create_task(conn.run())
+        await wait_for(lambda: conn.stats.frames > 5)
+        at_stop = conn.stats.frames
+        await asyncio.wait_for(conn.stop(), TIMEOUT_S)  # no close from the server: aborted
+        await asyncio.wait_for(task, TIMEOUT_S)
+        assert conn.stats.frames > at_stop  # it went on recording during the drain
+        assert len(sink.of("frame")) == conn.stats.frames
+        close = sink.of("conn_close")[-1]
+        assert close["code"] == 1006 and conn.stats.state == "stopped"
