@@ -102,9 +102,16 @@ class Exchange:
 
 
 def start_exchange(
-    workdir: Path, *, assets: int, rate: float, seed: int = 1, trade_fraction: float = 0.1
+    workdir: Path,
+    *,
+    assets: int,
+    rate: float,
+    seed: int = 1,
+    trade_fraction: float = 0.1,
+    record_received: bool = False,
 ) -> Exchange:
-    """The fake exchange in its own process, recording every frame it sends."""
+    """The fake exchange in its own process, recording every frame it sends (and, with
+    ``record_received``, the subscribe messages it receives)."""
     record = workdir / "exchange-sent.jsonl"
     log = open(workdir / "exchange.log", "ab")  # noqa: SIM115 (lives with the process)
     proc = subprocess.Popen(
@@ -122,6 +129,7 @@ def start_exchange(
             str(trade_fraction),
             "--record",
             str(record),
+            *(["--record-received"] if record_received else []),
         ],
         stdout=subprocess.PIPE,
         stderr=log,
@@ -165,6 +173,7 @@ def start_capture(
 
 
 def start_loader(workdir: Path, wal_dir: Path, dsn: str, *extra: str) -> Proc:
+    wal_dir.mkdir(parents=True, exist_ok=True)  # --wal-dir must exist; capture may be slower
     return spawn(
         "loader",
         [
