@@ -220,6 +220,11 @@ def memory(tmp: Path) -> dict:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
         section = throughput(Path(tmp))
+        section["baseline"] = {
+            "what": "bare websockets client discarding frames, same server, same run",
+            "frames_per_s": section["bare_client_frames_per_s"],
+        }
+        section["ratio_means"] = "capture frames/s / bare client frames/s (goal >= 0.9)"
         section.update(memory(Path(tmp)))
     write_section("capture", section)
 

@@ -43,6 +43,17 @@ WAL_DIR = click.option(
 )
 
 
+BATCH_TRADES = click.option(
+    "--batch-trades",
+    envvar="LOADER_BATCH_TRADES",
+    show_envvar=True,
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_TRADES,
+    show_default=True,
+    help="Trades per transaction.",
+)
+
+
 class Interval(click.ParamType):
     """A duration such as ``7 days``, ``7d`` or ``12h``."""
 
@@ -152,15 +163,7 @@ def init_db(dsn: str | None, compress_after: timedelta) -> None:
     default=DEFAULT_POLL_S,
     show_default=True,
 )
-@click.option(
-    "--batch-trades",
-    envvar="LOADER_BATCH_TRADES",
-    show_envvar=True,
-    type=click.IntRange(min=1),
-    default=DEFAULT_BATCH_TRADES,
-    show_default=True,
-    help="Trades per transaction.",
-)
+@BATCH_TRADES
 @click.pass_obj
 def run(dsn: str | None, wal_dir: Path, once: bool, poll_seconds: float, batch_trades: int) -> None:
     """Load sealed segments in order, continuously or until caught up (--once).
@@ -211,15 +214,7 @@ def run(dsn: str | None, wal_dir: Path, once: bool, poll_seconds: float, batch_t
     show_envvar=True,
     help=f"Segments loaded by a parser older than v{PARSER_VERSION}.",
 )
-@click.option(
-    "--batch-trades",
-    envvar="LOADER_BATCH_TRADES",
-    show_envvar=True,
-    type=click.IntRange(min=1),
-    default=DEFAULT_BATCH_TRADES,
-    show_default=True,
-    help="Trades per transaction.",
-)
+@BATCH_TRADES
 @click.pass_obj
 def reparse(
     dsn: str | None,

@@ -9,7 +9,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.timeouts import TIMEOUT_S
 from wal import SegmentReader, list_segments, records
@@ -68,9 +68,12 @@ class ListSink:
         return [r for r in self.records if r["type"] == kind]
 
 
-class CutShortGamma:
-    """A tiny HTTP server that answers every request with ``Content-Length: 1000`` and a
-    short body, then closes: the client gets ``http.client.IncompleteRead``."""
+class LoopbackServer:
+    """A raw asyncio TCP server on 127.0.0.1 (a free port), used as an async context
+    manager; subclasses implement ``_handle``."""
+
+    SCHEME = "http"
+    PATH = ""
 
     def __init__(self) -> None:
         self.requests = 0
@@ -79,9 +82,10 @@ class CutShortGamma:
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        port = self._server.sockets[0].getsockname()[1]
+        return f"{self.SCHEME}://127.0.0.1:{port}{self.PATH}"
 
-    async def __aenter__(self) -> CutShortGamma:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         return self
 
@@ -89,6 +93,14 @@ class CutShortGamma:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class CutShortGamma(LoopbackServer):
+    """A tiny HTTP server that answers every request with ``Content-Length: 1000`` and a
+    short body, then closes: the client gets ``http.client.IncompleteRead``."""
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -107,28 +119,16 @@ class CutShortGamma:
                 await writer.wait_closed()
 
 
-class HungGamma:
+class HungGamma(LoopbackServer):
     """Accepts HTTP requests and never answers until ``release()`` closes them all."""
 
     def __init__(self) -> None:
-        self.requests = 0
-        self._server: asyncio.Server | None = None
+        super().__init__()
         self._writers: list[asyncio.StreamWriter] = []
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def __aenter__(self) -> HungGamma:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.release()
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
+        await super().__aexit__(*exc)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
@@ -145,28 +145,17 @@ class HungGamma:
                 await writer.wait_closed()
 
 
-class DeafServer:
+class DeafServer(LoopbackServer):
     """A WebSocket server that streams text frames and never reads: it ignores our close
     frame, so only the drain timeout ends a stop. Raw asyncio, no websockets server
     (which would answer the close)."""
 
+    SCHEME = "ws"
+    PATH = "/ws/market"
+
     def __init__(self) -> None:
+        super().__init__()
         self.sent = 0
-        self._server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"ws://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/ws/market"
-
-    async def __aenter__(self) -> DeafServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
