@@ -54,7 +54,11 @@ def test_decode_rejects_non_record():
     st.integers(0, 2**63),
     st.integers(0, 10**6),
     st.integers(0, 2**40),
-    st.one_of(st.text(), st.binary(max_size=100)),
+    st.one_of(
+        st.text(st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010)),  # surrogates too
+        st.text(),
+        st.binary(max_size=100),
+    ),
 )
 def test_fast_frame_encoding_is_byte_identical(ts_ns, conn, n, message):
     expected = encode_record(records.frame(ts_ns, conn, n, message))
