@@ -291,35 +291,44 @@ def test_log_level_is_case_insensitive(tmp_path, level):
     assert bad.exit_code == 2 and "Invalid value for '--log-level'" in bad.output
 
 
-async def test_systemd_notify_ready_watchdog_stopping(tmp_path, exchange, procs):
-    path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.setblocking(False)
-    got: list[str] = []
+class NotifySocket:
+    """systemd's side of NOTIFY_SOCKET: a datagram socket collecting what is sent."""
 
-    def drain() -> list[str]:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.got: list[str] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(path))
+        self._sock.setblocking(False)
+
+    def drain(self) -> list[str]:
+        """Every message received so far."""
         while True:
             try:
-                got.append(sock.recv(4096).decode())
+                self.got.append(self._sock.recv(4096).decode())
             except BlockingIOError:
-                return got
+                return self.got
 
+    def close(self) -> None:
+        self._sock.close()
+
+
+async def test_systemd_notify_ready_watchdog_stopping(tmp_path, exchange, procs):
+    notify = NotifySocket(tmp_path / "notify.sock")
     try:
         proc = start(
             procs,
             tmp_path / "wal",
             ["--url", exchange.ws_url, "--asset", "1"],
-            env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "200000"},
+            env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000"},
         )
-        await wait_for(lambda: any("READY=1" in m for m in drain()))
-        await wait_for(lambda: sum("WATCHDOG=1" in m for m in drain()) >= 3)
+        await wait_for(lambda: any("READY=1" in m for m in notify.drain()))
+        await wait_for(lambda: sum("WATCHDOG=1" in m for m in notify.drain()) >= 3)
         proc.popen.send_signal(signal.SIGTERM)
         assert proc.popen.wait(TIMEOUT_S) == 0
-        drain()
-        assert any(m.startswith("STOPPING=1") for m in got)
+        assert any(m.startswith("STOPPING=1") for m in notify.drain())
     finally:
-        sock.close()
+        notify.close()
 
 
 async def test_sigterm_during_a_hung_gamma_request_still_exits_within_5s(tmp_path, exchange, procs):
@@ -341,32 +350,20 @@ async def test_sigterm_during_a_hung_gamma_request_still_exits_within_5s(tmp_pat
 
 
 async def test_ready_does_not_wait_for_a_hung_gamma(tmp_path, exchange, procs):
-    path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.setblocking(False)
-    got: list[str] = []
-
-    def drain() -> list[str]:
-        while True:
-            try:
-                got.append(sock.recv(4096).decode())
-            except BlockingIOError:
-                return got
-
+    notify = NotifySocket(tmp_path / "notify.sock")
     try:
         async with HungGamma() as gamma:
             start(
                 procs,
                 tmp_path / "wal",
                 ["--url", exchange.ws_url, "--asset", "1", "--discover", "--gamma-url", gamma.url],
-                env={"NOTIFY_SOCKET": str(path)},
+                env={"NOTIFY_SOCKET": str(notify.path)},
             )
-            await wait_for(lambda: any(m.startswith("READY=1") for m in drain()))
-            assert any("1/1 connections up" in m for m in got)
+            await wait_for(lambda: any(m.startswith("READY=1") for m in notify.drain()))
+            assert any("1/1 connections up" in m for m in notify.got)
             await wait_for(lambda: gamma.requests == 1)  # the listing is still pending
     finally:
-        sock.close()
+        notify.close()
 
 
 # ----- a real shutdown loses nothing: capture and the fake exchange as processes -----
