@@ -133,6 +133,9 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: read the assets file again; on error keep the previous list."""
+        if self._stop.is_set():
+            log.info("SIGHUP while stopping: ignored")
+            return
         if self.config.assets_file is None:
             log.info("SIGHUP: no --assets-file to reload")
             return
@@ -176,12 +179,14 @@ class Daemon:
             )
         # wal's recovery logs each segment it recovered (crash recovery: ...)
         self.writer = await asyncio.to_thread(self._open_writer)
-        try:
-            self._start_metrics()
-            with handled_signals(self.request_stop, self.reload, enabled=self.signals):
+        # The handlers stay installed through the shutdown too: a second SIGTERM or a
+        # SIGHUP while connections drain must not kill the process before the seal.
+        with handled_signals(self.request_stop, self.reload, enabled=self.signals):
+            try:
+                self._start_metrics()
                 await self._main()
-        finally:
-            await self._shutdown()
+            finally:
+                await self._shutdown()
         if self.fatal is not None:
             raise WalDiedError(f"WAL writer died: {self.fatal}")
 

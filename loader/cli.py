@@ -86,9 +86,14 @@ class Interval(click.ParamType):
 @click.pass_context
 def main(ctx: click.Context, dsn: str | None, log_level: str) -> None:
     """Load trades from sealed WAL segments into PostgreSQL/TimescaleDB, exactly once."""
-    _check_dsn(dsn)
+    if ctx.get_parameter_source("dsn") is click.core.ParameterSource.COMMANDLINE:
+        _check_dsn(dsn)  # LOADER_DSN is checked by the command, once it wins (_set_dsn)
+        ctx.meta[_DSN_EXPLICIT] = True
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     ctx.obj = dsn
+
+
+_DSN_EXPLICIT = "loader.dsn_on_command_line"  # ctx.meta key: the group got --dsn
 
 
 def _check_dsn(dsn: str | None) -> None:
@@ -104,15 +109,14 @@ def _check_dsn(dsn: str | None) -> None:
 
 def _set_dsn(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     """``--dsn`` after the command. Precedence: ``loader CMD --dsn`` over ``loader --dsn
-    CMD`` over LOADER_DSN. LOADER_DSN was already read (and checked) by the group, so from
-    the environment this only fills in when the group had nothing; it never overrides an
-    explicit group ``--dsn``, and a bad value is reported once."""
+    CMD`` over LOADER_DSN. A value from the environment never overrides an explicit group
+    ``--dsn``, and is checked only when it is the one used."""
     if not value:
         return
     explicit = (
         ctx.get_parameter_source(param.name or "dsn") is click.core.ParameterSource.COMMANDLINE
     )
-    if explicit or ctx.obj is None:
+    if explicit or not ctx.meta.get(_DSN_EXPLICIT):
         _check_dsn(value)
         ctx.obj = value
 

@@ -190,6 +190,8 @@ class WalWriter:
         kept failing until ``timeout``: the records still queued are lost, and logged."""
         with self._cond:
             self._closing = True
+            self._retry_at = None  # one last attempt now, not after a long backoff
+            self._retry_delay = RETRY_INITIAL_S
             self._cond.notify_all()
         thread = self._thread
         if thread is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
@@ -19,7 +20,7 @@ from click.testing import CliRunner
 
 from capture.cli import main
 from capture.status import STATUS_NAME
-from tests.capture.helpers import HungGamma, frames_by_conn, wait_for, wal_records
+from tests.capture.helpers import DeafServer, HungGamma, frames_by_conn, wait_for, wal_records
 from tests.fakes.exchange import FakeExchange
 from tests.timeouts import TIMEOUT_S, scaled
 from wal import list_segments
@@ -329,6 +330,21 @@ async def test_systemd_notify_ready_watchdog_stopping(tmp_path, exchange, procs)
         assert any(m.startswith("STOPPING=1") for m in notify.drain())
     finally:
         notify.close()
+
+
+async def test_signals_during_the_shutdown_drain_do_not_kill_it_before_the_seal(tmp_path, procs):
+    wal_dir = tmp_path / "wal"
+    async with DeafServer() as server:  # ignores our close: the drain lasts its full time
+        proc = start(procs, wal_dir, ["--url", server.url, "--asset", "1"])
+        await wait_for(lambda: proc.frames() > 10)
+        proc.popen.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)  # inside the drain
+        proc.popen.send_signal(signal.SIGHUP)
+        proc.popen.send_signal(signal.SIGTERM)
+        await wait_for(lambda: proc.popen.poll() is not None, scaled(5.0))
+    assert proc.popen.returncode == 0, proc.logs()
+    assert not [p for p in wal_dir.iterdir() if p.name.endswith(OPEN_SUFFIX)]
+    assert "SIGHUP while stopping: ignored" in proc.logs()
 
 
 async def test_sigterm_during_a_hung_gamma_request_still_exits_within_5s(tmp_path, exchange, procs):

@@ -153,3 +153,14 @@ def test_help_shows_every_env_var() -> None:
     for command, names in wanted.items():
         out = runner.invoke(main, [command, "--help"]).output
         assert all(name in out for name in names), (command, out)
+
+
+def test_a_bad_loader_dsn_does_not_matter_when_dsn_is_given(db: str, wal_dir: Path) -> None:
+    runner = CliRunner()
+    env = {"LOADER_DSN": "host=x =y"}
+    after = runner.invoke(main, ["status", "--wal-dir", str(wal_dir), "--dsn", db], env=env)
+    assert after.exit_code == 0, after.output
+    before = runner.invoke(main, ["--dsn", db, "status", "--wal-dir", str(wal_dir)], env=env)
+    assert before.exit_code == 0, before.output
+    alone = runner.invoke(main, ["status", "--wal-dir", str(wal_dir)], env=env)
+    assert alone.exit_code == 2 and "not a connection string" in alone.output

@@ -259,3 +259,16 @@ def test_sequence_continues_after_every_segment_was_pruned(tmp_path):
     again = WalWriter.open(tmp_path)
     assert again.close(TIMEOUT_S)
     assert [n.seq for n, _ in list_segments(tmp_path)] == [highest + 1]
+
+
+def test_close_tries_at_once_even_after_a_long_backoff(tmp_path):
+    ops = FaultyOps()
+    writer = WalWriter.open(tmp_path, Policy(flush_ms=1), ops=ops)
+    ops.write_errno = errno.ENOSPC
+    recs = sample_frames(100)
+    for r in recs:
+        writer.append(r)
+    _wait(lambda: ops.failures >= 5, "the backoff to grow past a second")
+    ops.write_errno = None  # the disk recovers while the writer sleeps
+    assert writer.close(1.0)  # shorter than the pending retry delay
+    assert frames_in(tmp_path) == recs
