@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -185,3 +186,15 @@ def _run_daemon(command: str, env: dict[str, str]) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze not found: install systemd (Debian: apt-get install systemd)"
+    for unit in (ROOT / "deploy" / "systemd").glob("*.service"):
+        # Point the units at this checkout's .venv instead of /opt/polymarket-capture.
+        text = unit.read_text().replace("/opt/polymarket-capture/.venv/bin/", f"{BIN}/")
+        (tmp_path / unit.name).write_text(text)
+    units = sorted(str(p) for p in tmp_path.glob("*.service"))
+    result = subprocess.run([analyze, "verify", *units], capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
