@@ -27,6 +27,7 @@ from loader.errors import LoaderError, SegmentNameError
 from loader.load import DEFAULT_BATCH_TRADES, Outcome
 from loader.parse import PARSER_VERSION
 from loader.runner import DEFAULT_POLL_S, Runner, RunReport, sealed_segment_name
+from loader.timescale import Mode
 
 log = logging.getLogger("loader")
 
@@ -135,6 +136,17 @@ SUB_DSN = click.option(
 @main.command("init-db")
 @SUB_DSN
 @click.option(
+    "--timescaledb",
+    "mode",
+    envvar="LOADER_TIMESCALEDB",
+    show_envvar=True,
+    type=click.Choice([m.value for m in Mode], case_sensitive=False),
+    default=Mode.AUTO.value,
+    show_default=True,
+    help="auto: hypertables when the server has TimescaleDB, plain tables when it has "
+    "none; require: fail without it; off: plain tables.",
+)
+@click.option(
     "--compress-after",
     envvar="LOADER_COMPRESS_AFTER",
     show_envvar=True,
@@ -144,13 +156,16 @@ SUB_DSN = click.option(
     help="TimescaleDB: compress chunks older than this.",
 )
 @click.pass_obj
-def init_db(dsn: str | None, compress_after: timedelta) -> None:
-    """Create or migrate the schema (idempotent)."""
+def init_db(dsn: str | None, mode: str, compress_after: timedelta) -> None:
+    """Create or migrate the schema (idempotent; safe to run concurrently)."""
     with _errors(dsn), db.connect(dsn) as conn:
-        result = schema.init_db(conn, compress_after)
+        result = schema.init_db(conn, compress_after, mode=Mode(mode.lower()))
     applied = ", ".join(map(str, result.applied)) or "none (up to date)"
-    kind = "TimescaleDB hypertable" if result.timescaledb else "plain PostgreSQL table"
-    click.echo(f"schema version {result.version}; migrations applied: {applied}; trades: {kind}")
+    click.echo(result.note)
+    click.echo(
+        f"schema version {result.version}; migrations applied: {applied}; "
+        f"trades: {result.setup.describe()}"
+    )
 
 
 @main.command()

@@ -6,6 +6,9 @@ Tree::
     ├── InvalidTrade         (loader.parse) a trade event that cannot be a trade;
     │                        frame parsing turns it into a ParseError value
     ├── SchemaError          the database has no schema, or a newer one than this loader
+    │   └── TimescaleSetupError  TimescaleDB cannot be set up as ``--timescaledb`` asks
+    │                        (not loaded, not permitted, not installed with ``require``)
+    ├── TokenKeyCollision    two different (token, market) pairs share a storage key
     ├── LoaderBusyError      another ``loader run`` already holds this database
     ├── ConcurrentLoadError  a segment's committed offset moved under us
     ├── UnknownSegmentError  ``reparse --segment NAME`` names no file in the WAL directory
@@ -27,6 +30,14 @@ class LoaderError(Exception):
 
 class SchemaError(LoaderError):
     """The schema is missing or newer than this loader knows."""
+
+
+class TimescaleSetupError(SchemaError):
+    """The server's TimescaleDB setup does not allow what ``--timescaledb`` asks."""
+
+
+class TokenKeyCollision(LoaderError):
+    """Two different (token id, market) pairs hash to one ``token_keys.id``."""
 
 
 class LoaderBusyError(LoaderError):

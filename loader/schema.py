@@ -1,9 +1,16 @@
-"""The database schema: versioned migrations, with TimescaleDB when it is there.
+"""The database schema: versioned migrations, with TimescaleDB as the server allows.
 
-``init_db`` is idempotent: it applies the migrations the ``schema_version`` table does
-not list yet, each in its own transaction, then (re)sets the compression policy when
-TimescaleDB is present. Without TimescaleDB ``trades`` is a plain table with the
-indexes that keep ``(token_id, ts)`` queries and per-segment deletes fast.
+``init_db`` is idempotent and safe to run concurrently: it inspects the server
+(:mod:`loader.timescale`), then, in one transaction that first takes an advisory lock,
+creates the extension if the plan says so, applies the migrations ``schema_version``
+does not list yet, and makes the TimescaleDB objects match the plan
+(:mod:`loader.hypertables`).
+
+Schema v2 (migration 2) stores trades in ``trade_rows`` with compact keys: an 8-byte
+``token`` into ``token_keys`` (token id and market, :mod:`loader.keys`), ``buy`` for
+the side, the transaction hash as 32 bytes, no ``trade_id`` (the feed has none) and no
+per-row foreign key (the loader's transaction links rows and segment). ``trades`` is a
+view with v1's columns and meanings; ``trades_1m`` holds one-minute candles.
 """
 
 from __future__ import annotations
@@ -12,16 +19,23 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from loader.errors import SchemaError
+from loader import hypertables, keys, timescale
+from loader.errors import SchemaError, TokenKeyCollision
+from loader.hypertables import Setup
+from loader.timescale import Mode, Plan
 
 log = logging.getLogger(__name__)
 
 DEFAULT_COMPRESS_AFTER = timedelta(days=7)  # a week of trades stays fast to reparse
-CHUNK_INTERVAL = timedelta(days=1)  # ~1 day of trades per chunk keeps chunks modest
+# Timescale's sizing guidance: the indexes of the chunks being written should fit in
+# ~25% of shared_buffers. A day of trades (~1M rows) indexes to ~40 MB at 40 B per row.
+CHUNK_INTERVAL = timedelta(days=1)
+# pg_advisory_xact_lock key that serialises init-db runs ("pmci").
+INIT_LOCK_KEY = 0x706D6369
 
 _SCHEMA_VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -75,80 +89,178 @@ _V1_INDEXES = (
 )
 
 
+_V2_TOKEN_KEYS = """
+CREATE TABLE token_keys (
+    id       bigint PRIMARY KEY,        -- loader.keys.token_key(token_id, market)
+    token_id text NOT NULL,
+    market   text NOT NULL,
+    UNIQUE (token_id, market)
+)"""
+
+_V2_TRADE_ROWS = """
+CREATE TABLE trade_rows (
+    ts           timestamptz NOT NULL,
+    token        bigint NOT NULL,      -- token_keys.id
+    buy          boolean NOT NULL,     -- side = 'BUY' (taker side)
+    price        float8 NOT NULL,
+    size         float8 NOT NULL,
+    fee_rate_bps numeric,
+    tx_hash      bytea,                -- a 0x + 64 lowercase hex hash, as its 32 bytes
+    tx_hash_text text,                 -- any other transaction_hash, verbatim
+    received_at  timestamptz NOT NULL,
+    segment_id   bigint NOT NULL       -- wal_segments.id
+)"""
+
+# (token, ts): per-token time queries. BRIN on segment_id: rows arrive segment by
+# segment, so a few bytes per 128 pages find a segment's rows for reparse, at almost
+# no cost to COPY (a btree on it cost a third of the load rate in v1).
+_V2_INDEXES = (
+    "CREATE INDEX trade_rows_token_ts ON trade_rows (token, ts DESC)",
+    "CREATE INDEX trade_rows_segment ON trade_rows USING brin (segment_id)",
+)
+
+_V2_TRADES_VIEW = """
+CREATE VIEW trades AS
+SELECT r.ts, k.token_id, CASE WHEN r.buy THEN 'BUY' ELSE 'SELL' END AS side,
+       r.price, r.size, NULL::text AS trade_id, k.market, r.fee_rate_bps,
+       coalesce('0x' || encode(r.tx_hash, 'hex'), r.tx_hash_text) AS transaction_hash,
+       r.received_at, r.segment_id
+  FROM trade_rows r JOIN token_keys k ON k.id = r.token"""
+
+
 @dataclass(frozen=True)
 class InitResult:
     """What ``init_db`` found and did."""
 
     version: int
     applied: list[int]
-    timescaledb: bool
+    setup: Setup
+    note: str = ""
+
+    @property
+    def timescaledb(self) -> bool:
+        """Whether trades live in a hypertable."""
+        return self.setup.hypertable
 
 
-def _migration_1(conn: psycopg.Connection, timescale: bool) -> None:
+Migration = Callable[[psycopg.Connection, Plan], None]
+
+
+def _migration_1(conn: psycopg.Connection, plan: Plan) -> None:
     conn.execute(_V1_SEGMENTS)
     conn.execute(_V1_TRADES)
-    if timescale:
+    if plan.timescaledb:
         conn.execute(
             "SELECT create_hypertable('trades', 'ts', chunk_time_interval => %s)",
             (CHUNK_INTERVAL,),
         )
-        conn.execute(
-            "ALTER TABLE trades SET (timescaledb.compress,"
-            " timescaledb.compress_segmentby = 'token_id',"
-            " timescaledb.compress_orderby = 'ts')"
-        )
+        if plan.compression:
+            conn.execute(
+                "ALTER TABLE trades SET (timescaledb.compress,"
+                " timescaledb.compress_segmentby = 'token_id',"
+                " timescaledb.compress_orderby = 'ts')"
+            )
     for statement in _V1_INDEXES:
         conn.execute(statement)
 
 
-MIGRATIONS: list[tuple[int, Callable[[psycopg.Connection, bool], None]]] = [
+def _migration_2(conn: psycopg.Connection, plan: Plan) -> None:
+    """v1 -> v2: trades move into trade_rows with compact keys; every row is kept."""
+    conn.execute("ALTER TABLE trades RENAME TO trades_v1")
+    conn.execute(_V2_TOKEN_KEYS)
+    conn.execute(_V2_TRADE_ROWS)
+    if plan.timescaledb:
+        conn.execute(
+            "SELECT create_hypertable('trade_rows', 'ts', chunk_time_interval => %s,"
+            " create_default_indexes => false)",
+            (CHUNK_INTERVAL,),
+        )
+    for statement in _V2_INDEXES:
+        conn.execute(statement)
+    _copy_v1_rows(conn)
+    conn.execute("DROP TABLE trades_v1")
+    conn.execute(_V2_TRADES_VIEW)
+
+
+def _copy_v1_rows(conn: psycopg.Connection) -> None:
+    pairs = conn.execute(
+        "INSERT INTO token_keys (id, token_id, market)"
+        f" SELECT {keys.SQL_TOKEN_KEY}, token_id, market"
+        " FROM (SELECT DISTINCT token_id, market FROM trades_v1) p"
+        " ON CONFLICT DO NOTHING"
+    ).rowcount
+    distinct = conn.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT token_id, market FROM trades_v1) p"
+    ).fetchone()
+    if distinct is None or pairs != distinct[0]:
+        raise TokenKeyCollision(
+            f"{distinct[0] if distinct else '?'} (token, market) pairs gave {pairs} keys: "
+            "two pairs share a key; nothing was migrated (report this as a bug)"
+        )
+    moved = conn.execute(
+        "INSERT INTO trade_rows (ts, token, buy, price, size, fee_rate_bps, tx_hash,"
+        " tx_hash_text, received_at, segment_id)"
+        f" SELECT ts, {keys.SQL_TOKEN_KEY}, side = 'BUY', price, size, fee_rate_bps,"
+        f" CASE WHEN transaction_hash ~ %(re)s"
+        "  THEN decode(substr(transaction_hash, 3), 'hex') END,"
+        f" CASE WHEN transaction_hash ~ %(re)s THEN NULL ELSE transaction_hash END,"
+        " received_at, segment_id FROM trades_v1",
+        {"re": keys.SQL_HASH_PATTERN},
+    ).rowcount
+    if moved:
+        log.info("schema v2: moved %d trades from the v1 table into trade_rows", moved)
+
+
+MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _migration_1),
+    (2, _migration_2),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
 def init_db(
-    conn: psycopg.Connection, compress_after: timedelta = DEFAULT_COMPRESS_AFTER
+    conn: psycopg.Connection,
+    compress_after: timedelta = DEFAULT_COMPRESS_AFTER,
+    *,
+    mode: Mode = Mode.AUTO,
+    chunk_interval: timedelta = CHUNK_INTERVAL,
+    upto: int = LATEST_VERSION,
 ) -> InitResult:
-    """Create or migrate the schema; set the compression policy with TimescaleDB."""
-    timescale = _enable_timescaledb(conn)
-    conn.execute(_SCHEMA_VERSION_TABLE)
-    conn.commit()
-    applied = []
-    for version, migrate in MIGRATIONS:
-        with conn.transaction():
-            # Serialises concurrent init-db runs: the second waits, then sees the row.
-            conn.execute("LOCK TABLE schema_version IN EXCLUSIVE MODE")
-            done = conn.execute(
-                "SELECT 1 FROM schema_version WHERE version = %s", (version,)
-            ).fetchone()
-            if done is None:
-                migrate(conn, timescale)
-                conn.execute(
-                    "INSERT INTO schema_version (version, timescaledb) VALUES (%s, %s)",
-                    (version, timescale),
-                )
-                applied.append(version)
-    current = schema_version(conn)
-    if current > LATEST_VERSION:
-        raise SchemaError(
-            f"the database schema is version {current}, newer than this loader's "
-            f"{LATEST_VERSION}: upgrade polymarket-capture"
-        )
-    hypertable = _trades_is_hypertable(conn)
-    if hypertable:
-        _set_compression_policy(conn, compress_after)
-        log.info(
-            "TimescaleDB: trades is a hypertable (1-day chunks), compressed after %s",
-            compress_after,
-        )
-    elif timescale:
-        log.warning(
-            "TimescaleDB is installed, but trades was created as a plain table before it "
-            "was; converting it (create_hypertable with migrate_data) is a manual step"
-        )
-    conn.commit()
-    return InitResult(current, applied, hypertable)
+    """Create or migrate the schema to ``upto`` (tests stop early) and set TimescaleDB up.
+
+    Raises TimescaleSetupError (before changing anything) when ``mode`` cannot be met.
+    """
+    plan = timescale.decide(timescale.inspect(conn), mode)
+    log.info("%s", plan.note)
+    with conn.transaction():
+        # First, before any DDL: concurrent init-db runs wait here, then find it done.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (INIT_LOCK_KEY,))
+        if plan.timescaledb:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        conn.execute(_SCHEMA_VERSION_TABLE)
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
+        if done and max(done) > LATEST_VERSION:
+            raise SchemaError(
+                f"the database schema is version {max(done)}, newer than this loader's "
+                f"{LATEST_VERSION}: upgrade polymarket-capture"
+            )
+        applied = []
+        for version, migrate in MIGRATIONS:
+            if version in done or version > upto:
+                continue
+            migrate(conn, plan)
+            conn.execute(
+                "INSERT INTO schema_version (version, timescaledb) VALUES (%s, %s)",
+                (version, plan.timescaledb),
+            )
+            applied.append(version)
+        current = max(done | set(applied), default=0)
+        if current >= 2:
+            setup = hypertables.converge(conn, plan, compress_after, chunk_interval)
+        else:
+            setup = Setup(plan.timescaledb, plan.compression, False)
+    log.info("schema version %d: %s", current, setup.describe())
+    return InitResult(current, applied, setup, plan.note)
 
 
 def schema_version(conn: psycopg.Connection) -> int:
@@ -157,30 +269,17 @@ def schema_version(conn: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def _enable_timescaledb(conn: psycopg.Connection) -> bool:
-    """Whether the timescaledb extension is (now) installed in this database."""
-    try:
-        with conn.transaction():
-            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    except psycopg.DatabaseError as exc:
-        if isinstance(exc, psycopg.OperationalError):
-            raise  # the database is away: not a verdict on TimescaleDB
-        log.info(
-            "TimescaleDB not found (%s): trades is a plain PostgreSQL table with "
-            "indexes on (token_id, ts) and (segment_id, ts); no compression",
-            str(exc).splitlines()[0],
-        )
-        return False
-    return True
-
-
-def _trades_is_hypertable(conn: psycopg.Connection) -> bool:
-    row = conn.execute("SELECT timescaledb FROM schema_version WHERE version = 1").fetchone()
-    return bool(row and row[0])
-
-
-def _set_compression_policy(conn: psycopg.Connection, compress_after: timedelta) -> None:
-    conn.execute("SELECT remove_compression_policy('trades', if_exists => true)")
-    conn.execute(
-        sql.SQL("SELECT add_compression_policy('trades', {})").format(sql.Literal(compress_after))
-    )
+def setup_summary(conn: psycopg.Connection) -> dict[str, Any]:
+    """The database's TimescaleDB setup, for ``loader status``."""
+    facts = timescale.inspect(conn)
+    setup = hypertables.describe(conn)
+    return {
+        "timescaledb": facts.installed,
+        "timescaledb_available": facts.version if facts.available else None,
+        "edition": facts.edition.value if facts.installed else None,
+        "trades": "hypertable" if setup.hypertable else "plain table",
+        "compression": setup.compression,
+        "compress_after": str(setup.compress_after) if setup.compress_after else None,
+        "candles": "continuous aggregate" if setup.continuous_candles else "view",
+        "summary": setup.describe(),
+    }

@@ -13,25 +13,43 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from loader.errors import ConcurrentLoadError
-from loader.parse import COLUMNS, BatchResult, TradeRow
+from loader.errors import ConcurrentLoadError, TokenKeyCollision
+from loader.keys import split_hash, token_key
+from loader.parse import BatchResult, TradeRow
 
-COPY_SQL = f"COPY trades ({', '.join(COLUMNS)}, segment_id) FROM STDIN (FORMAT BINARY)"
-# Binary COPY needs the exact PostgreSQL type of every column, in COLUMNS order.
+# Schema v2: trades are written to trade_rows with compact keys (loader.keys); the
+# `trades` view gives them back in v1's columns.
+STORAGE_COLUMNS = (
+    "ts",
+    "token",
+    "buy",
+    "price",
+    "size",
+    "fee_rate_bps",
+    "tx_hash",
+    "tx_hash_text",
+    "received_at",
+    "segment_id",
+)
+COPY_SQL = f"COPY trade_rows ({', '.join(STORAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+# Binary COPY needs the exact PostgreSQL type of every column, in STORAGE_COLUMNS order.
 COPY_TYPES = [
     "timestamptz",
-    "text",
-    "text",
+    "int8",
+    "bool",
     "float8",
     "float8",
-    "text",
-    "text",
     "numeric",
+    "bytea",
     "text",
     "timestamptz",
     "int8",
 ]
+# Reparse on compressed chunks: TimescaleDB refuses a DML that decompresses more than
+# this many rows (default 100,000); 0 lifts the limit for that transaction only.
+_DECOMPRESS_LIMIT = "timescaledb.max_tuples_decompressed_per_dml_transaction"
 
 _STATE_COLUMNS = "id, name, status, offset_bytes, parser_version, first_event_at, last_event_at"
 
@@ -118,20 +136,69 @@ def check_unchanged(current: SegmentState, expected_offset: int) -> None:
 def trade_copy(
     conn: psycopg.Connection, segment_id: int
 ) -> Iterator[Callable[[list[TradeRow]], None]]:
-    """A binary COPY into trades; yields ``write(rows)``, which tags rows with the segment.
+    """A binary COPY into trade_rows; yields ``write(rows)``, which tags rows with the segment.
 
     Rows stream to the server while the caller parses more, so parsing and the server's
-    insert work overlap. An exception inside aborts the COPY (and so the transaction).
+    insert work overlap. The (token, market) pairs seen are written to ``token_keys``
+    after the COPY, in the same transaction. An exception inside aborts the COPY (and so
+    the transaction).
     """
-    with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
-        copy.set_types(COPY_TYPES)
-        write_row = copy.write_row
+    pairs: dict[tuple[str, str], int] = {}
+    with conn.cursor() as cur:
+        with cur.copy(COPY_SQL) as copy:
+            copy.set_types(COPY_TYPES)
+            write_row = copy.write_row
 
-        def write(rows: list[TradeRow]) -> None:
-            for row in rows:
-                write_row((*row, segment_id))
+            def write(rows: list[TradeRow]) -> None:
+                for row in rows:
+                    pair = (row.token_id, row.market)
+                    key = pairs.get(pair)
+                    if key is None:
+                        key = pairs[pair] = token_key(*pair)
+                    raw, text = split_hash(row.transaction_hash)
+                    write_row(
+                        (
+                            row.ts,
+                            key,
+                            row.side == "BUY",
+                            row.price,
+                            row.size,
+                            row.fee_rate_bps,
+                            raw,
+                            text,
+                            row.received_at,
+                            segment_id,
+                        )
+                    )
 
-        yield write
+            yield write
+        if pairs:
+            write_token_keys(cur, pairs)
+
+
+def write_token_keys(cur: psycopg.Cursor[Any], pairs: dict[tuple[str, str], int]) -> None:
+    """Record each pair's key; TokenKeyCollision if a key already names another pair."""
+    ids = list(pairs.values())
+    tokens = [pair[0] for pair in pairs]
+    markets = [pair[1] for pair in pairs]
+    cur.execute(
+        "INSERT INTO token_keys (id, token_id, market)"
+        " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+        (ids, tokens, markets),
+    )
+    clash = cur.execute(
+        "SELECT u.token_id, u.market, k.token_id, k.market"
+        " FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS u(id, token_id, market)"
+        " LEFT JOIN token_keys k ON k.id = u.id"
+        " WHERE k.id IS NULL OR k.token_id <> u.token_id OR k.market <> u.market LIMIT 1",
+        (ids, tokens, markets),
+    ).fetchone()
+    if clash is not None:
+        raise TokenKeyCollision(
+            f"token {clash[0]} of market {clash[1]} has the storage key of token {clash[2]} "
+            f"of market {clash[3]}; nothing of this transaction was written "
+            "(report this as a bug)"
+        )
 
 
 def record_progress(
@@ -176,16 +243,22 @@ def record_progress(
 def reset_segment(conn: psycopg.Connection, state: SegmentState, parser_version: int) -> int:
     """Delete the segment's trades and zero its counts (reparse). Returns rows deleted.
 
-    The DELETE is bounded by the segment's first/last event time, so TimescaleDB only
-    touches the chunks that can hold its rows.
+    The DELETE is bounded by the segment's first/last event time as literals, never as
+    parameters: a prepared generic plan would leave TimescaleDB to exclude chunks only at
+    run time, after decompressing every one of them. The decompression limit is lifted for
+    this transaction: a reparse rewrites whole compressed batches by design.
     """
     deleted = 0
     if state.first_event_at is not None and state.last_event_at is not None:
-        cur = conn.execute(
-            "DELETE FROM trades WHERE segment_id = %s AND ts BETWEEN %s AND %s",
-            (state.id, state.first_event_at, state.last_event_at),
+        conn.execute("SELECT set_config(%s, '0', true)", (_DECOMPRESS_LIMIT,))
+        query = sql.SQL(
+            "DELETE FROM trade_rows WHERE segment_id = {} AND ts BETWEEN {} AND {}"
+        ).format(
+            sql.Literal(state.id),
+            sql.Literal(state.first_event_at),
+            sql.Literal(state.last_event_at),
         )
-        deleted = cur.rowcount
+        deleted = conn.execute(query, prepare=False).rowcount
     conn.execute(
         """UPDATE wal_segments SET status = 'loading', offset_bytes = 0, records = 0,
             frames = 0, trades = 0, parse_errors = 0, first_event_at = NULL,

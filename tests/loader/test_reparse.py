@@ -74,9 +74,9 @@ def test_reparse_one_segment_touches_only_its_rows(db: str, wal_dir: Path) -> No
     name = sealed(wal_dir)[1].name
     with psycopg.connect(db) as conn:  # a row of another segment with a time inside its range
         conn.execute(
-            "INSERT INTO trades SELECT ts, token_id, side, price, size, trade_id, market,"
-            " fee_rate_bps, transaction_hash, received_at, (SELECT id FROM wal_segments"
-            " WHERE name = %s) FROM trades t JOIN wal_segments s ON s.id = t.segment_id"
+            "INSERT INTO trade_rows SELECT ts, token, buy, price, size, fee_rate_bps, tx_hash,"
+            " tx_hash_text, received_at, (SELECT id FROM wal_segments"
+            " WHERE name = %s) FROM trade_rows t JOIN wal_segments s ON s.id = t.segment_id"
             " WHERE s.name = %s LIMIT 1",
             (sealed(wal_dir)[0].name, name),
         )

@@ -1,0 +1,249 @@
+"""TimescaleDB objects of schema v2: made to match the :class:`~loader.timescale.Plan`.
+
+:func:`converge` is run by every ``init-db`` (every loader service start) inside its
+locked transaction, and changes only what differs: ``trade_rows`` becomes a hypertable
+when it should be one, compression is switched on once, the compression policy is
+created once and altered (same job id, history kept) only when ``--compress-after``
+changes, and ``trades_1m`` is a continuous aggregate where the edition has them and a
+plain view with the same columns elsewhere. :func:`describe` reports what is there.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from loader.timescale import Plan
+
+log = logging.getLogger(__name__)
+
+TRADES_TABLE = "trade_rows"
+CANDLES_CAGG = "trade_candles_1m"
+SEGMENTBY = "token"  # per-token time queries are what users run; one batch per token
+ORDERBY = "ts DESC"  # the latest trades first; the min/max per batch bounds reparse
+CANDLE_REFRESH_EVERY = timedelta(minutes=1)  # the newest materialised minute lags by this
+CANDLE_END_OFFSET = timedelta(minutes=1)  # the current minute is still filling up
+LICENSE_ERROR = "license"  # in "functionality not supported under the current ... license"
+
+_CANDLE_COLUMNS = """
+    {first} AS open, max(price) AS high, min(price) AS low, {last} AS close,
+    sum(size) AS volume, sum(price * size) AS notional, count(*) AS trades,
+    sum(CASE WHEN buy THEN size ELSE 0 END) AS buy_volume,
+    sum(CASE WHEN buy THEN 0 ELSE size END) AS sell_volume"""
+
+_CAGG = (
+    f"CREATE MATERIALIZED VIEW {CANDLES_CAGG}"
+    " WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS"
+    " SELECT time_bucket(INTERVAL '1 minute', ts) AS bucket, token,"
+    + _CANDLE_COLUMNS.format(first="first(price, ts)", last="last(price, ts)")
+    + f" FROM {TRADES_TABLE} GROUP BY time_bucket(INTERVAL '1 minute', ts), token"
+    " WITH NO DATA"
+)
+
+# The same columns and types from either source, so CREATE OR REPLACE VIEW can switch.
+_CANDLES_SELECT = """SELECT c.bucket::timestamptz AS bucket, k.token_id, k.market,
+    c.open::float8 AS open, c.high::float8 AS high, c.low::float8 AS low,
+    c.close::float8 AS close, c.volume::float8 AS volume, c.notional::float8 AS notional,
+    c.trades::bigint AS trades, c.buy_volume::float8 AS buy_volume,
+    c.sell_volume::float8 AS sell_volume
+  FROM ({source}) c JOIN token_keys k ON k.id = c.token"""
+
+_PLAIN_CANDLES = (
+    "SELECT date_bin(INTERVAL '1 minute', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+    " AS bucket, token,"
+    + _CANDLE_COLUMNS.format(
+        first="(array_agg(price ORDER BY ts, received_at))[1]",
+        last="(array_agg(price ORDER BY ts DESC, received_at DESC))[1]",
+    )
+    + f" FROM {TRADES_TABLE} GROUP BY 1, token"
+)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What the database holds after :func:`converge`, for the log, the CLI and status."""
+
+    hypertable: bool
+    compression: bool
+    continuous_candles: bool
+    compress_after: timedelta | None = None
+    note: str = ""
+
+    def describe(self) -> str:
+        if not self.hypertable:
+            return "plain PostgreSQL tables; trades_1m is a view"
+        compressed = (
+            f"compressed after {self.compress_after}" if self.compression else "no compression"
+        )
+        candles = "continuous aggregate" if self.continuous_candles else "a view"
+        return f"TimescaleDB hypertable ({compressed}); trades_1m is {candles}"
+
+
+def converge(
+    conn: psycopg.Connection, plan: Plan, compress_after: timedelta, chunk_interval: timedelta
+) -> Setup:
+    """Make the TimescaleDB objects match ``plan`` (inside the caller's transaction)."""
+    hypertable = is_hypertable(conn)
+    if plan.timescaledb and not hypertable:
+        _make_hypertable(conn, chunk_interval)
+        hypertable = True
+    elif hypertable and not plan.timescaledb:
+        log.warning(
+            "%s is already a TimescaleDB hypertable; --timescaledb off leaves it as it is",
+            TRADES_TABLE,
+        )
+    compression = False
+    if hypertable and plan.compression:
+        compression = _compression_enabled(conn) or _try_enable_compression(conn)
+        if compression:
+            _ensure_compression_policy(conn, compress_after)
+    continuous = hypertable and plan.compression and _ensure_continuous_candles(conn)
+    source = CANDLES_CAGG if continuous else _PLAIN_CANDLES
+    if not continuous and hypertable and _cagg_exists(conn):
+        conn.execute(f"DROP MATERIALIZED VIEW {CANDLES_CAGG} CASCADE")
+    conn.execute(f"CREATE OR REPLACE VIEW trades_1m AS {_CANDLES_SELECT.format(source=source)}")
+    return Setup(hypertable, compression, continuous, compress_after if compression else None)
+
+
+def is_hypertable(conn: psycopg.Connection) -> bool:
+    if not _has_extension(conn):
+        return False
+    row = conn.execute(
+        "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = %s",
+        (TRADES_TABLE,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def describe(conn: psycopg.Connection) -> Setup:
+    """What is there now (read-only), for ``loader status``."""
+    if not is_hypertable(conn):
+        return Setup(False, False, False)
+    compression = _compression_enabled(conn)
+    job = _compression_job(conn)
+    after = job[1] if job else None
+    return Setup(True, compression, _cagg_exists(conn), after)
+
+
+def compression_stats(conn: psycopg.Connection) -> dict[str, Any] | None:
+    """Chunk counts and bytes before/after compression, None without compression."""
+    if not is_hypertable(conn) or not _compression_enabled(conn):
+        return None
+    row = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE compression_status = 'Compressed'),"
+        " coalesce(sum(before_compression_total_bytes), 0),"
+        " coalesce(sum(after_compression_total_bytes), 0)"
+        " FROM chunk_compression_stats(%s)",
+        (TRADES_TABLE,),
+    ).fetchone()
+    assert row is not None
+    return {
+        "chunks": int(row[0]),
+        "compressed_chunks": int(row[1]),
+        "before_bytes": int(row[2]),
+        "after_bytes": int(row[3]),
+    }
+
+
+def _has_extension(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+    return bool(row and row[0])
+
+
+def _cagg_exists(conn: psycopg.Connection) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM timescaledb_information.continuous_aggregates WHERE view_name = %s",
+        (CANDLES_CAGG,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _make_hypertable(conn: psycopg.Connection, chunk_interval: timedelta) -> None:
+    row = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {TRADES_TABLE})").fetchone()
+    migrate = bool(row and row[0])
+    if migrate:
+        log.info("converting %s into a hypertable (moving its rows into chunks)", TRADES_TABLE)
+    conn.execute(
+        "SELECT create_hypertable(%s, 'ts', chunk_time_interval => %s,"
+        " create_default_indexes => false, migrate_data => %s)",
+        (TRADES_TABLE, chunk_interval, migrate),
+    )
+
+
+def _compression_enabled(conn: psycopg.Connection) -> bool:
+    row = conn.execute(
+        "SELECT compression_enabled FROM timescaledb_information.hypertables"
+        " WHERE hypertable_name = %s",
+        (TRADES_TABLE,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _try_enable_compression(conn: psycopg.Connection) -> bool:
+    """Switch compression on; False when the edition has none (Apache-only)."""
+    try:
+        with conn.transaction():
+            conn.execute(
+                f"ALTER TABLE {TRADES_TABLE} SET (timescaledb.compress,"
+                f" timescaledb.compress_segmentby = '{SEGMENTBY}',"
+                f" timescaledb.compress_orderby = '{ORDERBY}')"
+            )
+    except psycopg.errors.FeatureNotSupported as exc:
+        if LICENSE_ERROR not in str(exc):
+            raise
+        log.warning("TimescaleDB here has no compression (%s)", str(exc).splitlines()[0])
+        return False
+    return True
+
+
+def _compression_job(conn: psycopg.Connection) -> tuple[int, timedelta] | None:
+    row = conn.execute(
+        "SELECT job_id, (config->>'compress_after')::interval FROM timescaledb_information.jobs"
+        " WHERE hypertable_name = %s AND proc_name = 'policy_compression'",
+        (TRADES_TABLE,),
+    ).fetchone()
+    return (int(row[0]), row[1]) if row else None
+
+
+def _ensure_compression_policy(conn: psycopg.Connection, compress_after: timedelta) -> None:
+    job = _compression_job(conn)
+    if job is None:
+        conn.execute(
+            sql.SQL("SELECT add_compression_policy({}, {})").format(
+                sql.Literal(TRADES_TABLE), sql.Literal(compress_after)
+            )
+        )
+    elif job[1] != compress_after:
+        conn.execute(
+            "SELECT alter_job(%s, config => jsonb_set(config, '{compress_after}',"
+            " to_jsonb(%s::interval::text)))",
+            (job[0], compress_after),
+        )
+        log.info(
+            "compression policy (job %d): compress after %s, was %s", job[0], compress_after, job[1]
+        )
+
+
+def _ensure_continuous_candles(conn: psycopg.Connection) -> bool:
+    """The continuous aggregate and its refresh policy; False if the edition has none."""
+    if _cagg_exists(conn):
+        return True
+    try:
+        with conn.transaction():
+            conn.execute("DROP VIEW IF EXISTS trades_1m")
+            conn.execute(_CAGG)
+            conn.execute(
+                "SELECT add_continuous_aggregate_policy(%s, start_offset => NULL,"
+                " end_offset => %s, schedule_interval => %s)",
+                (CANDLES_CAGG, CANDLE_END_OFFSET, CANDLE_REFRESH_EVERY),
+            )
+    except psycopg.errors.FeatureNotSupported as exc:
+        if LICENSE_ERROR not in str(exc):
+            raise
+        return False
+    return True
