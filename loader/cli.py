@@ -260,6 +260,8 @@ def reparse(
         try:
             names = named or runner.stale_names(all_segments=all_segments)
             report = _reparse(runner, names)
+            if report.loaded and not report.stopped:
+                runner.recompress()
         finally:
             runner.close()
     _finish(report, "reparsed", _entries(report.corrupt), wal_dir)
@@ -282,6 +284,7 @@ def status_cmd(dsn: str | None, wal_dir: Path, as_json: bool) -> None:
     with _errors(dsn), db.connect(dsn) as conn:
         db.require_schema(conn)
         report = status.collect(conn, wal_dir)
+        report.database = schema.setup_summary(conn)
     click.echo(
         json.dumps(report.to_dict(), sort_keys=True) if as_json else status.render(report, wal_dir)
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from loader.timescale import Plan
 
@@ -78,10 +79,20 @@ class Setup:
         if not self.hypertable:
             return "plain PostgreSQL tables; trades_1m is a view"
         compressed = (
-            f"compressed after {self.compress_after}" if self.compression else "no compression"
+            f"compressed after {_human(self.compress_after)}"
+            if self.compression
+            else "no compression"
         )
         candles = "continuous aggregate" if self.continuous_candles else "a view"
         return f"TimescaleDB hypertable ({compressed}); trades_1m is {candles}"
+
+
+def _human(interval: timedelta | None) -> str:
+    if interval is None:
+        return "(no policy)"
+    if interval.seconds == 0 and not interval.microseconds:
+        return f"{interval.days} days" if interval.days != 1 else "1 day"
+    return str(interval)
 
 
 def converge(
@@ -103,7 +114,7 @@ def converge(
         if compression:
             _ensure_compression_policy(conn, compress_after)
     continuous = hypertable and plan.compression and _ensure_continuous_candles(conn)
-    source = CANDLES_CAGG if continuous else _PLAIN_CANDLES
+    source = f"SELECT * FROM {CANDLES_CAGG}" if continuous else _PLAIN_CANDLES
     if not continuous and hypertable and _cagg_exists(conn):
         conn.execute(f"DROP MATERIALIZED VIEW {CANDLES_CAGG} CASCADE")
     conn.execute(f"CREATE OR REPLACE VIEW trades_1m AS {_CANDLES_SELECT.format(source=source)}")
@@ -201,13 +212,14 @@ def _try_enable_compression(conn: psycopg.Connection) -> bool:
     return True
 
 
-def _compression_job(conn: psycopg.Connection) -> tuple[int, timedelta] | None:
+def _compression_job(conn: psycopg.Connection) -> tuple[int, timedelta, Any] | None:
     row = conn.execute(
-        "SELECT job_id, (config->>'compress_after')::interval FROM timescaledb_information.jobs"
+        "SELECT job_id, (config->>'compress_after')::interval, config"
+        " FROM timescaledb_information.jobs"
         " WHERE hypertable_name = %s AND proc_name = 'policy_compression'",
         (TRADES_TABLE,),
     ).fetchone()
-    return (int(row[0]), row[1]) if row else None
+    return (int(row[0]), row[1], row[2]) if row else None
 
 
 def _ensure_compression_policy(conn: psycopg.Connection, compress_after: timedelta) -> None:
@@ -220,12 +232,15 @@ def _ensure_compression_policy(conn: psycopg.Connection, compress_after: timedel
         )
     elif job[1] != compress_after:
         conn.execute(
-            "SELECT alter_job(%s, config => jsonb_set(config, '{compress_after}',"
+            "SELECT alter_job(%s, config => jsonb_set(%s::jsonb, '{compress_after}',"
             " to_jsonb(%s::interval::text)))",
-            (job[0], compress_after),
+            (job[0], Jsonb(job[2]), compress_after),
         )
         log.info(
-            "compression policy (job %d): compress after %s, was %s", job[0], compress_after, job[1]
+            "compression policy (job %d): compress after %s, was %s",
+            job[0],
+            compress_after,
+            job[1],
         )
 
 
@@ -247,3 +262,44 @@ def _ensure_continuous_candles(conn: psycopg.Connection) -> bool:
             raise
         return False
     return True
+
+
+# Chunks with rows outside their compressed batches: what a reparse (or late data) leaves.
+_PARTIAL_CHUNKS = f"""
+SELECT format('%I.%I', c.schema_name, c.table_name),
+       format('%I.%I', cc.schema_name, cc.table_name)
+  FROM _timescaledb_catalog.chunk c
+  JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
+  JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id
+ WHERE h.table_name = '{TRADES_TABLE}' AND NOT c.dropped
+   AND c.status & {8} <> 0  -- CHUNK_STATUS_COMPRESSED_PARTIAL
+ ORDER BY c.id"""
+
+
+def recompress_partial(conn: psycopg.Connection) -> int:
+    """Recompress the chunks a reparse left partly uncompressed, reclaiming their space.
+
+    In this order, because each step needs the one before: VACUUM the compressed part
+    (so the new batches reuse the space of the deleted ones instead of doubling it),
+    recompress, then VACUUM and REINDEX the now empty uncompressed part (its index keeps
+    every page the reparse wrote otherwise). Returns the number of chunks recompressed.
+    """
+    if not is_hypertable(conn) or not _compression_enabled(conn):
+        conn.commit()
+        return 0
+    chunks = conn.execute(_PARTIAL_CHUNKS).fetchall()
+    conn.commit()
+    if not chunks:
+        return 0
+    conn.autocommit = True
+    try:
+        for chunk, compressed in chunks:
+            conn.execute(sql.SQL("VACUUM {}").format(sql.SQL(compressed)))
+            conn.execute("SELECT compress_chunk(%s::regclass)", (chunk,))
+            conn.execute(sql.SQL("VACUUM {}").format(sql.SQL(chunk)))
+            conn.execute(sql.SQL("REINDEX TABLE {}").format(sql.SQL(chunk)))
+            conn.execute(sql.SQL("VACUUM {}").format(sql.SQL(compressed)))
+            log.info("recompressed %s after the reparse", chunk)
+    finally:
+        conn.autocommit = False
+    return len(chunks)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from loader import db, status, store
+from loader import db, hypertables, status, store
 from loader.errors import (
     ConcurrentLoadError,
     LoaderBusyError,
@@ -129,6 +129,14 @@ class Runner:
         except db.Stopped:
             report.stopped = True
         return report
+
+    def recompress(self) -> int:
+        """After a reparse: recompress the TimescaleDB chunks it left partly uncompressed."""
+
+        def work() -> int:
+            return hypertables.recompress_partial(self._connection(lock=False))
+
+        return self._retrying(work, "recompressing chunks")
 
     def stale_names(self, *, all_segments: bool) -> list[str]:
         """Names of segments to reparse: all known ones, or those an older parser loaded."""

@@ -30,6 +30,8 @@ class Status:
     parse_errors: int
     stale_segments: int
     corrupt: list[dict[str, Any]] = field(default_factory=list)
+    # The TimescaleDB setup (loader.schema.setup_summary); filled by the CLI.
+    database: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +133,8 @@ def render(status: Status, wal_dir: Path | str = "DIR") -> str:
         f"totals           {status.frames} frames, {status.trades} trades, "
         f"{status.parse_errors} parse errors",
     ]
+    if status.database:
+        lines.append(f"database         {status.database['summary']}")
     for item in status.corrupt:
         lines.append(
             f"corrupt          {item['name']} at byte {item['offset']}: {item['error']}"

@@ -165,7 +165,7 @@ BEGIN
         WHERE n.nspname IN ('public', '_timescaledb_internal')
           AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
           AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                          AND d.objid = c.oid AND d.deptype = 'e')
+                          AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
         ORDER BY n.nspname = '_timescaledb_internal'
     LOOP
         EXECUTE format('DROP %s IF EXISTS %I.%I CASCADE',
