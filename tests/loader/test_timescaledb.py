@@ -35,7 +35,8 @@ from wal.records import Record, frame
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY_MS = 86_400_000
-DEFAULT_DECOMPRESS_LIMIT = 100_000  # timescaledb.max_tuples_decompressed_per_dml_transaction
+# Above timescaledb.max_tuples_decompressed_per_dml_transaction's default of 100,000.
+OLD_ROWS = 105_000
 
 
 def spread_segment(wal_dir: Path, seq: int, trades: int, span_ms: int, first: int = 0) -> Path:
@@ -149,24 +150,34 @@ def test_loading_into_compressed_chunks_and_reparse_all_leave_exact_rows_and_no_
 def test_reparse_of_a_segment_spanning_a_compressed_chunk_past_the_decompression_limit(
     tsdb_db: str, wal_dir: Path
 ) -> None:
-    trades = DEFAULT_DECOMPRESS_LIMIT + 20_000
-    path = spread_segment(wal_dir, 0, trades, span_ms=DAY_MS // 8)  # within one chunk
+    # The rows an older parser left for the segment: more than the default limit, made
+    # on the server (quick); the reparse must delete them all and load the WAL's rows.
+    path = spread_segment(wal_dir, 0, 2_000, span_ms=DAY_MS // 8)  # within one chunk
     loader_ok(tsdb_db, "init-db")
     loader_ok(tsdb_db, "run", "--wal-dir", str(wal_dir), "--once")
+    with psycopg.connect(tsdb_db) as conn:
+        conn.execute(
+            "INSERT INTO trade_rows (ts, token, buy, price, size, received_at, segment_id)"
+            " SELECT s.first_event_at + (s.last_event_at - s.first_event_at) * (g / %s::float8),"
+            " k.id, g %% 2 = 0, 0.5, g, now(), s.id"
+            " FROM wal_segments s, (SELECT id FROM token_keys LIMIT 1) k,"
+            " generate_series(1, %s) g",
+            (OLD_ROWS, OLD_ROWS),
+        )
     assert compress_all(tsdb_db) == 1
-    with psycopg.connect(tsdb_db) as conn:  # the default limit refuses this DELETE
+    with psycopg.connect(tsdb_db) as conn:  # the default limit refuses a plain DELETE
         with pytest.raises(psycopg.errors.ConfigurationLimitExceeded):
             conn.execute("DELETE FROM trade_rows WHERE segment_id = 1")
         conn.rollback()
     out = loader_ok(tsdb_db, "reparse", "--wal-dir", str(wal_dir), "--segment", path.name)
-    assert f"reparsed 1 segments, {trades} trades" in out
+    assert "reparsed 1 segments, 2000 trades" in out
+    assert db_trades(tsdb_db) == expected_trades([path])
     with psycopg.connect(tsdb_db) as conn:
-        count = conn.execute("SELECT count(*) FROM trades").fetchone()
         chunks = conn.execute(
             "SELECT count(*) FILTER (WHERE is_compressed), count(*)"
             " FROM timescaledb_information.chunks WHERE hypertable_name = 'trade_rows'"
         ).fetchone()
-    assert count == (trades,) and chunks == (1, 1)
+    assert chunks == (1, 1)
 
 
 def candles_expected(paths: list[Path]) -> Counter[tuple[Any, ...]]:
