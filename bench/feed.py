@@ -19,14 +19,24 @@ def _price(rng: random.Random) -> str:
     return f"{rng.randint(1, 999) / 1000:.3f}".rstrip("0")
 
 
-def frames(count: int, seed: int = 1, trade_share: float = 0.2) -> Iterator[str]:
-    """``count`` frame texts: price_change, last_trade_price, best_bid_ask, book (~400 B avg)."""
+def frames(
+    count: int,
+    seed: int = 1,
+    trade_share: float = 0.2,
+    *,
+    assets: int = 200,
+    mean_gap_ms: int = 20,
+) -> Iterator[str]:
+    """``count`` frame texts: price_change, last_trade_price, best_bid_ask, book (~400 B avg).
+
+    ``assets`` (token, market) pairs; event times ``mean_gap_ms`` apart on average.
+    """
     rng = random.Random(seed)
-    assets = [(_token(rng), _market(rng)) for _ in range(200)]
+    pairs = [(_token(rng), _market(rng)) for _ in range(assets)]
     ts = 1_786_728_432_337
     for _ in range(count):
-        ts += rng.randint(0, 40)
-        asset, market = rng.choice(assets)
+        ts += rng.randint(0, 2 * mean_gap_ms)
+        asset, market = rng.choice(pairs)
         roll = rng.random()
         if roll < trade_share:
             event = {

@@ -1,15 +1,21 @@
-"""Loader benchmark: (a) trades/s from segments to committed rows, against a binary COPY
-of the same rows prebuilt in memory; (b) frames/s scanned on a realistic mix.
+"""Loader benchmark, every figure against a baseline measured in the same run:
 
-Starts its own throwaway PostgreSQL (scripts/pgserver.py). Writes the ``loader``
-section of bench/results.json. ``--trades`` and ``--mix-frames`` scale it down.
+(a) on the throwaway PostgreSQL 15: ``loader run`` trades/s from segments to committed
+    rows, against a bare binary COPY of the same rows (parsed beforehand) into an
+    unindexed table (goal >= 0.15); and frames/s scanned on a realistic mix;
+(b) on the TimescaleDB test server (PGlite, scripts/tsdbserver.py): trades/s into a
+    hypertable against plain tables on the same server (goal >= 0.9); bytes per trade
+    stored, uncompressed and compressed; ``reparse --all`` seconds per million trades on
+    compressed chunks against the same reparse on uncompressed chunks, and the table's
+    size after the reparse against before (goal <= 1.5).
+
+Trades are shaped like the real ``last_trade_price`` frames (bench/feed.py). Writes the
+``loader`` and ``loader_timescaledb`` sections of bench/results.json; the flags scale it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import sys
 import tempfile
 import threading
@@ -22,84 +28,51 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.feed import frames  # noqa: E402
 from bench.results import write_section  # noqa: E402
 from loader.load import CURRENT_PARSER, DEFAULT_BATCH_TRADES, read_batches  # noqa: E402
 from loader.runner import Runner  # noqa: E402
 from loader.schema import init_db  # noqa: E402
-from loader.store import COPY_SQL, COPY_TYPES  # noqa: E402
-from scripts import pgserver  # noqa: E402
+from loader.timescale import Mode  # noqa: E402
+from scripts import pgserver, tsdbserver  # noqa: E402
 from wal.naming import make_name  # noqa: E402
 from wal.records import encode_record, frame, seal, segment_header  # noqa: E402
 from wal.segment import compressor  # noqa: E402
 
-TRADES = 1_000_000
+TRADES = 1_000_000  # (a): real PostgreSQL
+TSDB_TRADES = 200_000  # (b) load rates: PGlite loads ~10x slower than PostgreSQL
+REPARSE_TRADES = 1_000_000  # (b) reparse: 1M trades in chunks of 200k
+REPARSE_DAYS = 5
 MIX_FRAMES = 600_000
 TRADE_SHARE = 0.05  # the issue's "realistic mix": about 5% trades
-FRAMES_PER_SEGMENT = 200_000  # ~ a 5-minute segment at a busy hour
+ASSETS = 2_000  # distinct tokens traded: a busy day's share of ~20,000 listed
+FRAMES_PER_SEGMENT = 100_000  # ~ a 5-minute segment at a busy hour
 BATCH_BYTES = 1 << 20  # the writer's default zstd frame size
 BASE_NS = 1_786_728_467_000_000_000
-GOAL_RATIO = 0.6
-GOAL_SCAN = 300_000
-
-
-def trade_text(i: int, rng: random.Random) -> str:
-    return json.dumps(
-        {
-            "asset_id": str(10**76 + rng.randrange(2000)),
-            "event_type": "last_trade_price",
-            "fee_rate_bps": "0",
-            "market": f"0x{rng.randrange(16**64):064x}",
-            "price": f"0.{rng.randrange(1, 1000):03d}",
-            "side": rng.choice(("BUY", "SELL")),
-            "size": f"{rng.randrange(1, 100000) / 100}",
-            "timestamp": str(BASE_NS // 1_000_000 + i),
-            "transaction_hash": f"0x{rng.randrange(16**64):064x}",
-        },
-        separators=(",", ":"),
-    )
-
-
-def book_text(i: int, rng: random.Random) -> str:
-    levels = [{"price": f"0.{p:02d}", "size": str(rng.randrange(1, 99999))} for p in range(1, 9)]
-    return json.dumps(
-        {
-            "market": f"0x{rng.randrange(16**64):064x}",
-            "asset_id": str(10**76 + rng.randrange(2000)),
-            "timestamp": str(BASE_NS // 1_000_000 + i),
-            "hash": f"{rng.randrange(16**40):040x}",
-            "bids": levels,
-            "asks": levels[::-1],
-            "tick_size": "0.01",
-            "event_type": "book",
-            "last_trade_price": "0.140",
-        },
-        separators=(",", ":"),
-    )
-
-
-def price_change_text(i: int, rng: random.Random) -> str:
-    change = {
-        "asset_id": str(10**76 + rng.randrange(2000)),
-        "price": "0.5",
-        "size": "200",
-        "side": "BUY",
-        "hash": f"{rng.randrange(16**40):040x}",
-        "best_bid": "0.5",
-        "best_ask": "0.51",
-    }
-    return json.dumps(
-        {
-            "market": f"0x{rng.randrange(16**64):064x}",
-            "price_changes": [change, dict(change, side="SELL")],
-            "timestamp": str(BASE_NS // 1_000_000 + i),
-            "event_type": "price_change",
-        },
-        separators=(",", ":"),
-    )
+GOAL_BARE_RATIO = 0.15
+GOAL_HYPERTABLE_RATIO = 0.9
+GOAL_REPARSE_GROWTH = 1.5
+BARE_TABLE = """CREATE UNLOGGED TABLE IF NOT EXISTS bench_bare (ts timestamptz, token_id text,
+    side text, price float8, size float8, trade_id text, market text, fee_rate_bps numeric,
+    transaction_hash text, received_at timestamptz, segment_id int8)"""
+BARE_TYPES = [
+    "timestamptz",
+    "text",
+    "text",
+    "float8",
+    "float8",
+    "text",
+    "text",
+    "numeric",
+    "text",
+    "timestamptz",
+    "int8",
+]
 
 
 def write_wal(directory: Path, texts: list[str]) -> int:
     """Segments of FRAMES_PER_SEGMENT frames in ~1 MiB zstd frames; returns bytes written."""
+    directory.mkdir(parents=True, exist_ok=True)
     cctx = compressor(3)
     total = 0
     for seq, start in enumerate(range(0, len(texts), FRAMES_PER_SEGMENT)):
@@ -123,117 +96,193 @@ def write_wal(directory: Path, texts: list[str]) -> int:
     return total
 
 
-def reset(dsn: str) -> None:
-    with psycopg.connect(dsn) as conn:
-        conn.execute("TRUNCATE trades, wal_segments")
+def trade_wal(directory: Path, count: int, span_days: float = 0.25) -> int:
+    gap = max(1, int(span_days * 86_400_000 / count))
+    return write_wal(
+        directory, list(frames(count, seed=7, trade_share=1.0, assets=ASSETS, mean_gap_ms=gap))
+    )
 
 
-def loader_rate(dsn: str, wal_dir: Path, batch_trades: int) -> tuple[float, int, float]:
-    """(trades/s, trades, seconds) of an in-process ``loader run --once`` from scratch."""
-    reset(dsn)
-    runner = Runner(dsn, wal_dir, stop=threading.Event(), batch_trades=batch_trades)
+def load(dsn: str, wal_dir: Path) -> tuple[float, int]:
+    """(trades/s, trades) of an in-process ``loader run --once``."""
+    runner = Runner(dsn, wal_dir, stop=threading.Event())
     start = time.perf_counter()
     report = runner.run(once=True)
     elapsed = time.perf_counter() - start
     runner.close()
-    return report.trades / elapsed, report.trades, elapsed
+    return report.trades / elapsed, report.trades
 
 
-def baseline_rate(dsn: str, wal_dir: Path, batch_trades: int) -> float:
-    """Binary COPY of the same rows, parsed beforehand, in the same transaction sizes."""
-    reset(dsn)
+def reparse_all(dsn: str, wal_dir: Path) -> float:
+    """Seconds of an in-process ``loader reparse --all`` (recompression included)."""
+    runner = Runner(dsn, wal_dir, stop=threading.Event())
+    start = time.perf_counter()
+    report = runner.reparse(runner.stale_names(all_segments=True), lambda _outcome: None)
+    runner.recompress()
+    elapsed = time.perf_counter() - start
+    runner.close()
+    assert not report.corrupt and not report.stopped
+    return elapsed
+
+
+def bare_copy_rate(dsn: str, wal_dir: Path) -> float:
+    """Binary COPY of the same rows, parsed beforehand, into an unindexed table."""
     rows: list[tuple[Any, ...]] = []
+    for path in sorted(wal_dir.iterdir()):
+        for _end, result in read_batches(path, 0, CURRENT_PARSER):
+            rows.extend((*row, 1) for row in result.rows)
     with psycopg.connect(dsn) as conn:
-        for path in sorted(wal_dir.iterdir()):
-            seg_id = conn.execute(
-                "INSERT INTO wal_segments (name, parser_version) VALUES (%s, 1) RETURNING id",
-                (path.name,),
-            ).fetchone()[0]  # type: ignore[index]
-            for _end, result in read_batches(path, 0, CURRENT_PARSER):
-                rows.extend((*row, seg_id) for row in result.rows)
+        conn.execute(BARE_TABLE)
+        conn.execute("TRUNCATE bench_bare")
         conn.commit()
         start = time.perf_counter()
-        for i in range(0, len(rows), batch_trades):
-            with conn.transaction(), conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
-                copy.set_types(COPY_TYPES)
-                for row in rows[i : i + batch_trades]:
+        for i in range(0, len(rows), DEFAULT_BATCH_TRADES):
+            with (
+                conn.transaction(),
+                conn.cursor() as cur,
+                cur.copy("COPY bench_bare FROM STDIN (FORMAT BINARY)") as copy,
+            ):
+                copy.set_types(BARE_TYPES)
+                for row in rows[i : i + DEFAULT_BATCH_TRADES]:
                     copy.write_row(row)
         elapsed = time.perf_counter() - start
+        conn.execute("DROP TABLE bench_bare")
     return len(rows) / elapsed
 
 
 def scan_rate(wal_dir: Path) -> tuple[float, int]:
-    frames = 0
+    scanned = 0
     start = time.perf_counter()
     for path in sorted(wal_dir.iterdir()):
         for _end, result in read_batches(path, 0, CURRENT_PARSER):
-            frames += result.frames
-    return frames / (time.perf_counter() - start), frames
+            scanned += result.frames
+    return scanned / (time.perf_counter() - start), scanned
+
+
+def postgres_section(work: Path, trades: int, mix_frames: int) -> dict[str, Any]:
+    trades_dir, mix_dir = work / "trades", work / "mix"
+    trades_bytes = trade_wal(trades_dir, trades)
+    write_wal(mix_dir, list(frames(mix_frames, seed=3, trade_share=TRADE_SHARE)))
+    scan, scanned = scan_rate(mix_dir)
+    datadir = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    try:
+        dsn = pgserver.start(datadir)
+        with psycopg.connect(dsn) as conn:
+            init_db(conn)
+        rate, loaded = load(dsn, trades_dir)
+        bare = bare_copy_rate(dsn, trades_dir)
+    finally:
+        pgserver.destroy(datadir)
+    print(f"postgres: loader {rate:,.0f}/s, bare COPY {bare:,.0f}/s", file=sys.stderr)
+    return {
+        "trades": loaded,
+        "trades_wal_bytes": trades_bytes,
+        "loader_trades_per_s": round(rate),
+        "baseline": {
+            "what": "binary COPY of the same rows, parsed beforehand, into an unindexed table",
+            "rows_per_s": round(bare),
+        },
+        "ratio": round(rate / bare, 3),
+        "ratio_means": "loader trades/s / bare COPY rows/s (goal >= 0.15; v1 0.05-0.09)",
+        "goal_ratio": GOAL_BARE_RATIO,
+        "mix_frames": scanned,
+        "mix_trade_share": TRADE_SHARE,
+        "mix_scan_frames_per_s": round(scan),
+        "postgres": "throwaway PostgreSQL 15 cluster, fsync off, schema v2 plain tables",
+    }
+
+
+def stored_bytes(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT hypertable_size('trade_rows') + pg_total_relation_size('token_keys')"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def set_compression(dsn: str, compressed: bool) -> None:
+    verb = "compress_chunk" if compressed else "decompress_chunk"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"SELECT {verb}(c, true) FROM show_chunks('trade_rows') c")
+        conn.execute("VACUUM trade_rows")
+
+
+def fresh(dsn: str, mode: Mode) -> None:
+    tsdbserver.clean(dsn)
+    with psycopg.connect(dsn) as conn:
+        init_db(conn, mode=mode)
+
+
+def timescaledb_section(work: Path, trades: int, reparse_trades: int) -> dict[str, Any]:
+    load_dir, reparse_dir = work / "tsdb-load", work / "tsdb-reparse"
+    trade_wal(load_dir, trades)
+    trade_wal(reparse_dir, reparse_trades, span_days=REPARSE_DAYS)
+    datadir = Path(tempfile.mkdtemp(prefix="bench-tsdb-"))
+    try:
+        dsn = tsdbserver.start(datadir)
+        fresh(dsn, Mode.OFF)
+        plain, _ = load(dsn, load_dir)
+        fresh(dsn, Mode.AUTO)
+        hyper, _ = load(dsn, load_dir)
+        fresh(dsn, Mode.AUTO)
+        _, loaded = load(dsn, reparse_dir)
+        uncompressed = stored_bytes(dsn)
+        set_compression(dsn, True)
+        compressed = stored_bytes(dsn)
+        reparse_compressed = reparse_all(dsn, reparse_dir)
+        after = stored_bytes(dsn)
+        set_compression(dsn, False)
+        reparse_plain = reparse_all(dsn, reparse_dir)
+        with psycopg.connect(dsn) as conn:
+            chunk_rows = conn.execute(
+                "SELECT min(n), max(n) FROM (SELECT count(*) n FROM trade_rows"
+                " GROUP BY time_bucket(INTERVAL '1 day', ts)) c"
+            ).fetchone()
+    finally:
+        tsdbserver.destroy(datadir)
+    per_million = 1_000_000 / loaded
+    print(
+        f"timescaledb: hypertable {hyper:,.0f}/s vs plain {plain:,.0f}/s; reparse "
+        f"{reparse_compressed * per_million:.1f} s/M compressed vs "
+        f"{reparse_plain * per_million:.1f} s/M plain; size {after / compressed:.2f}x",
+        file=sys.stderr,
+    )
+    return {
+        "server": "PGlite 0.3.14 (PostgreSQL 17.5 in WASM) with TimescaleDB 2.23 (TSL)",
+        "load_trades": trades,
+        "hypertable_trades_per_s": round(hyper),
+        "baseline": {"what": "plain tables on the same server", "trades_per_s": round(plain)},
+        "ratio": round(hyper / plain, 3),
+        "ratio_means": "hypertable trades/s / plain tables trades/s (goal >= 0.9)",
+        "goal_ratio": GOAL_HYPERTABLE_RATIO,
+        "bytes_per_trade_uncompressed": round(uncompressed / loaded, 1),
+        "bytes_per_trade_compressed": round(compressed / loaded, 1),
+        "reparse_trades": loaded,
+        "reparse_chunk_rows_min_max": list(chunk_rows) if chunk_rows else None,
+        "reparse_s_per_million_compressed": round(reparse_compressed * per_million, 2),
+        "reparse_s_per_million_uncompressed": round(reparse_plain * per_million, 2),
+        "reparse_compressed_vs_uncompressed": round(reparse_compressed / reparse_plain, 3),
+        "size_after_reparse_vs_before": round(after / compressed, 3),
+        "goal_size_after_reparse_vs_before": GOAL_REPARSE_GROWTH,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trades", type=int, default=TRADES)
     parser.add_argument("--mix-frames", type=int, default=MIX_FRAMES)
-    parser.add_argument("--batch-sizes", default=f"5000,{DEFAULT_BATCH_TRADES},50000")
+    parser.add_argument("--tsdb-trades", type=int, default=TSDB_TRADES)
+    parser.add_argument("--reparse-trades", type=int, default=REPARSE_TRADES)
+    parser.add_argument("--skip-timescaledb", action="store_true")
     args = parser.parse_args()
-    rng = random.Random(1)
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
-        trades_dir, mix_dir = Path(tmp) / "trades", Path(tmp) / "mix"
-        trades_dir.mkdir()
-        mix_dir.mkdir()
-        trades_bytes = write_wal(trades_dir, [trade_text(i, rng) for i in range(args.trades)])
-        makers = [price_change_text, book_text]
-        mix = [
-            trade_text(i, rng) if rng.random() < TRADE_SHARE else rng.choice(makers)(i, rng)
-            for i in range(args.mix_frames)
-        ]
-        mix_bytes = write_wal(mix_dir, mix)
-        scan, scanned = scan_rate(mix_dir)
-        datadir = Path(tempfile.mkdtemp(prefix="bench-pg-"))
-        try:
-            dsn = pgserver.start(datadir)
-            with psycopg.connect(dsn) as conn:
-                init_db(conn)
-            by_batch = {}
-            for size in (int(s) for s in args.batch_sizes.split(",")):
-                rate, _, _ = loader_rate(dsn, trades_dir, size)
-                base = baseline_rate(dsn, trades_dir, size)
-                by_batch[size] = {
-                    "loader_trades_per_s": round(rate),
-                    "baseline_copy_rows_per_s": round(base),
-                    "ratio": round(rate / base, 3),
-                }
-                print(f"batch {size}: loader {rate:,.0f}/s baseline {base:,.0f}/s", file=sys.stderr)
-            _, mix_trades, mix_s = loader_rate(dsn, mix_dir, DEFAULT_BATCH_TRADES)
-        finally:
-            pgserver.destroy(datadir)
-    chosen = by_batch.get(DEFAULT_BATCH_TRADES) or next(iter(by_batch.values()))
-    write_section(
-        "loader",
-        {
-            "trades": args.trades,
-            "trades_wal_bytes": trades_bytes,
-            "default_batch_trades": DEFAULT_BATCH_TRADES,
-            "by_batch_trades": by_batch,
-            "loader_trades_per_s": chosen["loader_trades_per_s"],
-            "baseline": {
-                "what": "binary COPY of the same rows, already built in memory",
-                "rows_per_s": chosen["baseline_copy_rows_per_s"],
-            },
-            "ratio": chosen["ratio"],
-            "ratio_means": "loader trades/s / baseline rows/s (goal >= 0.6)",
-            "goal_ratio": GOAL_RATIO,
-            "mix_frames": scanned,
-            "mix_wal_bytes": mix_bytes,
-            "mix_trade_share": TRADE_SHARE,
-            "mix_scan_frames_per_s": round(scan),
-            "mix_load_frames_per_s_into_db": round(scanned / mix_s),
-            "mix_load_trades": mix_trades,
-            "goal_scan_frames_per_s": GOAL_SCAN,
-            "postgres": "throwaway cluster, fsync off, plain table (no TimescaleDB)",
-        },
-    )
+        write_section("loader", postgres_section(Path(tmp), args.trades, args.mix_frames))
+        if not args.skip_timescaledb:
+            write_section(
+                "loader_timescaledb",
+                timescaledb_section(Path(tmp), args.tsdb_trades, args.reparse_trades),
+            )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ stored as its 32 bytes; anything else is kept verbatim in a text column, so the
 from __future__ import annotations
 
 import hashlib
-import re
 from functools import lru_cache
 
 # The same key in SQL, for a row with columns token_id and market (PostgreSQL 11+).
@@ -24,8 +23,7 @@ SQL_TOKEN_KEY = (
     "('x' || left(encode(sha256(convert_to(token_id || E'\\n' || market, 'UTF8')), 'hex'), 16))"
     "::bit(64)::bigint"
 )
-# The hash forms stored as bytes; the SQL twin keeps the v1 migration identical.
-_HASH_RE = re.compile(r"0x[0-9a-f]{64}", re.ASCII)
+# The hash form stored as bytes (split_hash); the SQL twin keeps the v1 migration equal.
 SQL_HASH_PATTERN = "^0x[0-9a-f]{64}$"
 _KEY_CACHE = 1 << 16  # distinct (token, market) pairs remembered; ~20k assets are live
 
@@ -39,11 +37,14 @@ def token_key(token_id: str, market: str) -> int:
 
 def split_hash(value: str | None) -> tuple[bytes | None, str | None]:
     """``(tx_hash, tx_hash_text)``: the bytes of a canonical hash, or the text as sent."""
-    if value is None:
-        return None, None
-    if len(value) == 66 and _HASH_RE.fullmatch(value):
-        return bytes.fromhex(value[2:]), None
-    return None, value
+    if value is None or len(value) != 66 or not value.startswith("0x"):
+        return None, value
+    digits = value[2:]
+    try:
+        raw = bytes.fromhex(digits)  # also takes upper case and spaces: checked below
+    except ValueError:
+        return None, value
+    return (raw, None) if raw.hex() == digits else (None, value)
 
 
 def join_hash(raw: bytes | None, text: str | None) -> str | None:

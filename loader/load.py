@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +88,19 @@ class SegmentLoader:
         self.stop = stop
         self.parser = parser
         self.batch_trades = batch_trades
+        self.keys = store.KeyBook()
         self._logged = 0
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """A transaction whose new token keys count as known only once it committed."""
+        try:
+            with self.conn.transaction():
+                yield
+        except BaseException:
+            self.keys.discard()
+            raise
+        self.keys.confirm()
 
     def load(self, path: Path, state: SegmentState) -> Outcome:
         """Continue ``path`` from its committed offset to its end (or a stop)."""
@@ -101,9 +114,9 @@ class SegmentLoader:
         committed, total = state.offset_bytes, Pending(end=state.offset_bytes)
         while True:
             pending = Pending(end=committed)
-            with self.conn.transaction():
+            with self._transaction():
                 store.check_unchanged(store.lock_segment(self.conn, state.id), committed)
-                with store.trade_copy(self.conn, state.id) as write:
+                with store.trade_copy(self.conn, state.id, self.keys) as write:
                     status, error = self._fill(batches, pending, write, bounded=True)
                 self._record(state.id, pending, status, error)
             committed = pending.end
@@ -118,12 +131,12 @@ class SegmentLoader:
         """Delete the segment's trades and load it again from byte 0, in one transaction."""
         self._logged = 0
         pending = Pending(end=0)
-        with self.conn.transaction():
+        with self._transaction():
             current = store.lock_segment(self.conn, state.id)
             store.reset_segment(self.conn, current, self.parser.version)
             with (
                 Prefetch(read_batches(path, 0, self.parser)) as ahead,
-                store.trade_copy(self.conn, state.id) as write,
+                store.trade_copy(self.conn, state.id, self.keys) as write,
             ):
                 status, error = self._fill(iter(ahead), pending, write)
             self._record(state.id, pending, status, error)

@@ -132,48 +132,57 @@ def check_unchanged(current: SegmentState, expected_offset: int) -> None:
         )
 
 
+class KeyBook:
+    """The token keys this process knows are committed, and those its open transaction adds.
+
+    Each (token, market) pair is written to ``token_keys`` once per process, not once per
+    transaction. A key becomes known only after its transaction committed (``confirm``);
+    after a rollback (``discard``) it is written again, so no trade row ever points at a
+    key that is not there.
+    """
+
+    def __init__(self) -> None:
+        self.known: set[int] = set()
+        self.pending: dict[tuple[str, str], int] = {}
+
+    def confirm(self) -> None:
+        self.known.update(self.pending.values())
+        self.pending.clear()
+
+    def discard(self) -> None:
+        self.pending.clear()
+
+
 @contextmanager
 def trade_copy(
-    conn: psycopg.Connection, segment_id: int
+    conn: psycopg.Connection, segment_id: int, book: KeyBook
 ) -> Iterator[Callable[[list[TradeRow]], None]]:
     """A binary COPY into trade_rows; yields ``write(rows)``, which tags rows with the segment.
 
     Rows stream to the server while the caller parses more, so parsing and the server's
-    insert work overlap. The (token, market) pairs seen are written to ``token_keys``
-    after the COPY, in the same transaction. An exception inside aborts the COPY (and so
-    the transaction).
+    insert work overlap. Pairs not in ``book.known`` go to ``token_keys`` after the COPY, in
+    the same transaction; the caller confirms or discards ``book`` when it ends. An
+    exception inside aborts the COPY (and so the transaction).
     """
-    pairs: dict[tuple[str, str], int] = {}
+    known, pending = book.known, book.pending
     with conn.cursor() as cur:
         with cur.copy(COPY_SQL) as copy:
             copy.set_types(COPY_TYPES)
             write_row = copy.write_row
 
             def write(rows: list[TradeRow]) -> None:
-                for row in rows:
-                    pair = (row.token_id, row.market)
-                    key = pairs.get(pair)
-                    if key is None:
-                        key = pairs[pair] = token_key(*pair)
-                    raw, text = split_hash(row.transaction_hash)
+                for ts, token_id, side, price, size, _, market, fee, tx, received in rows:
+                    key = token_key(token_id, market)
+                    if key not in known:
+                        pending[(token_id, market)] = key
+                    raw, text = split_hash(tx)
                     write_row(
-                        (
-                            row.ts,
-                            key,
-                            row.side == "BUY",
-                            row.price,
-                            row.size,
-                            row.fee_rate_bps,
-                            raw,
-                            text,
-                            row.received_at,
-                            segment_id,
-                        )
+                        (ts, key, side == "BUY", price, size, fee, raw, text, received, segment_id)
                     )
 
             yield write
-        if pairs:
-            write_token_keys(cur, pairs)
+        if pending:
+            write_token_keys(cur, pending)
 
 
 def write_token_keys(cur: psycopg.Cursor[Any], pairs: dict[tuple[str, str], int]) -> None:
