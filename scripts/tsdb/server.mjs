@@ -8,7 +8,7 @@
 // and a protocol message ending on a multiple of 8192 bytes inside one call makes PGlite
 // ignore the rest of that call.
 //
-//   node server.mjs [--port 0] [--data-dir DIR] [--license timescale|apache]
+//   node server.mjs [--port 0] [--data-dir DIR] [--license timescale]
 //
 // Prints `tsdb-server ready port=PORT` on stdout once it accepts connections.
 
@@ -54,8 +54,14 @@ function parseArgs(argv) {
     else if (key === '--license') opts.license = value;
     else throw new Error(`unknown option ${key} (options: --port, --data-dir, --license)`);
   }
-  if (!['timescale', 'apache'].includes(opts.license)) {
-    throw new Error(`--license must be timescale or apache, not ${opts.license}`);
+  if (opts.license === 'apache') {
+    // timescaledb.license is only taken from postgresql.conf or the server's command line,
+    // and PGlite reads neither (its backend arguments are fixed): no Apache-only edition.
+    throw new Error('--license apache is not available: this PGlite build cannot set '
+      + 'timescaledb.license (config file and command line are not read)');
+  }
+  if (opts.license !== 'timescale') {
+    throw new Error(`--license must be timescale, not ${opts.license}`);
   }
   return opts;
 }
@@ -159,15 +165,12 @@ class Database {
     this.dead = null; // the error that broke PGlite, if any
   }
 
-  static async open({ dataDir, license }) {
+  static async open({ dataDir }) {
     const extensions = { timescaledb };
     const pg = await PGlite.create(dataDir ?? 'memory://', { extensions, relaxedDurability: true });
     const db = new Database(pg);
     // Persistent data dirs read hypertables as empty unless the library is loaded first.
     await pg.exec("LOAD 'timescaledb'");
-    if (license !== 'timescale') {
-      throw new Error(`license ${license} is not available in this PGlite build`);
-    }
     await db.setup([]);
     return db;
   }
