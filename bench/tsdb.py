@@ -59,11 +59,11 @@ def copy_rate(dsn: str, rows: list[tuple[Any, ...]], hypertable: bool) -> float:
                     "chunk_time_interval => '1 day'::interval)"
                 )
             started = time.perf_counter()
-            with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(COPY.format(name="bench_copy")) as copy:
-                    copy.set_types(TYPES)
-                    for row in rows:
-                        copy.write_row(row)
+            sql = COPY.format(name="bench_copy")
+            with conn.transaction(), conn.cursor() as cur, cur.copy(sql) as copy:
+                copy.set_types(TYPES)
+                for row in rows:
+                    copy.write_row(row)
             rates.append(len(rows) / (time.perf_counter() - started))
             count = conn.execute("SELECT count(*) FROM bench_copy").fetchone()
             assert count == (len(rows),), count
