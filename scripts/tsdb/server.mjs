@@ -300,8 +300,9 @@ class Client {
       }
       this.pending.shift();
       if (msg.type === 'd' || msg.type === 'c' || msg.type === 'f') continue; // stray: ignored
-      group.push(msg.data);
-      size += msg.data.length;
+      const data = msg.type === 'P' ? withoutExtendedCopy(msg.data) : msg.data;
+      group.push(data);
+      size += data.length;
       // A message ending on the boundary must end the call too (see PGLITE_CHUNK).
       if (size % PGLITE_CHUNK === 0 || size >= GROUP_MAX || msg.type === 'S') break;
     }
@@ -345,6 +346,24 @@ function startupSettings(params) {
     }
   }
   return pairs;
+}
+
+// PGlite would get such a COPY's data in later calls and crash: it raises instead, in
+// PGlite, so that the transaction and the skip-to-Sync state stay PostgreSQL's own.
+const EXTENDED_COPY_ERROR = "DO $tsdb$ BEGIN RAISE EXCEPTION 'COPY FROM STDIN through the "
+  + "extended query protocol is not supported by the TimescaleDB test server (use the simple "
+  + "protocol, as psycopg does)' USING ERRCODE = 'feature_not_supported'; END $tsdb$";
+
+/** A Parse message, its query replaced by EXTENDED_COPY_ERROR when it is a COPY FROM STDIN. */
+function withoutExtendedCopy(data) {
+  const nameEnd = data.indexOf(0, 5);
+  const queryEnd = data.indexOf(0, nameEnd + 1);
+  if (nameEnd < 0 || queryEnd < 0) return data;
+  const query = data.subarray(nameEnd + 1, queryEnd).toString('utf8');
+  if (!COPY_FROM_STDIN.test(query)) return data;
+  const body = Buffer.concat([data.subarray(5, nameEnd + 1), cstring(EXTENDED_COPY_ERROR),
+    data.subarray(queryEnd + 1)]);
+  return message('P', body);
 }
 
 function queryText(data) {
