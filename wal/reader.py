@@ -138,7 +138,7 @@ class SegmentFile:
                 raise SegmentChangedError(
                     self.path,
                     offset + done,
-                    f"the file ends there now but had {self.size} bytes when reading began",
+                    f"the file shrank: it ends here now but had {self.size} bytes at first",
                 )
             parts.append(chunk)
             done += len(chunk)
