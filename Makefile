@@ -25,7 +25,7 @@ test: lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	@for b in wal_append loader capture e2e; do \
+	@for b in wal_append loader capture e2e archive; do \
 	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; fi; \
 	done
 	@echo "results: bench/results.json"

@@ -49,6 +49,10 @@ MAX_ABS_FEE_BPS = Decimal(10_000)
 # numeric's scale limit.
 MAX_FEE_SCALE = 18
 
+# The feed sends a handful of distinct fee rates; their checked Decimals are kept by text.
+MAX_CACHED_FEES = 1024
+_FEE_BY_TEXT: dict[str, Decimal] = {}
+
 _DECIMAL_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -339,7 +343,7 @@ def _timestamp(value: Any) -> datetime:
         raise InvalidTrade(f"timestamp {_short(value)} is not epoch milliseconds")
     if not MIN_TIME_MS <= ms <= MAX_TIME_MS:
         raise InvalidTrade(f"timestamp {ms} is not a plausible time in milliseconds")
-    return _EPOCH + timedelta(milliseconds=ms)
+    return _EPOCH + timedelta(0, ms // 1000, 0, ms % 1000)  # positional: faster, same value
 
 
 def _received_at(ts_ns: Any) -> datetime:
@@ -347,12 +351,25 @@ def _received_at(ts_ns: Any) -> datetime:
         raise InvalidTrade(f"record ts_ns {_short(ts_ns)} is not an integer")
     if not MIN_TIME_MS * 1_000_000 <= ts_ns <= MAX_TIME_MS * 1_000_000:
         raise InvalidTrade(f"record ts_ns {ts_ns} is not a plausible time")
-    return _EPOCH + timedelta(microseconds=ts_ns // 1000)
+    return _EPOCH + timedelta(0, ts_ns // 1_000_000_000, ts_ns // 1000 % 1_000_000)
 
 
 def _fee(value: Any) -> Decimal | None:
     if value is None or value == "":
         return None
+    if isinstance(value, str):
+        cached = _FEE_BY_TEXT.get(value)
+        if cached is not None:
+            return cached
+    fee = _checked_fee(value)
+    if isinstance(value, str) and fee is not None:
+        if len(_FEE_BY_TEXT) >= MAX_CACHED_FEES:
+            _FEE_BY_TEXT.clear()
+        _FEE_BY_TEXT[value] = fee  # a Decimal is immutable: rows may share it
+    return fee
+
+
+def _checked_fee(value: Any) -> Decimal | None:
     fee = _fee_decimal(value)
     if (
         fee is None
