@@ -33,7 +33,7 @@ test: lint $(TSDB_STAMP)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	@for b in wal_append loader capture e2e tsdb; do \
+	@for b in wal_append loader capture e2e tsdb archive; do \
 	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; fi; \
 	done
 	@echo "results: bench/results.json"

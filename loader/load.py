@@ -61,11 +61,13 @@ class Outcome:
 def read_batches(path: Path, start: int, parser: Parser) -> Iterator[tuple[int, BatchResult]]:
     """``(end_offset, parsed batch)`` for each zstd frame from ``start``.
 
-    Raises CorruptSegmentError at the first damaged frame, or at a line that is no record.
+    Raises CorruptSegmentError at the first damaged frame, or at a line that is no record;
+    SegmentChangedError when the file shrinks or is rewritten while it is read; OSError
+    when it cannot be read. The parser gets each frame's bytes, whole lines.
     """
     for batch in SegmentReader(path, tolerate_torn_tail=False).batches(start):
         try:
-            result = parser.scan(batch.lines, segment=path.name, offset=batch.offset)
+            result = parser.scan(batch.data, segment=path.name, offset=batch.offset)
         except (UnicodeDecodeError, ValueError) as exc:
             raise CorruptSegmentError(
                 path, batch.offset, f"a line is not a record: {exc}"

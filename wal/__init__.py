@@ -6,6 +6,7 @@ Knows nothing of Polymarket, asyncio or SQL. See DESIGN.md, "WAL format, version
 from wal.errors import (
     BadOffsetError,
     CorruptSegmentError,
+    SegmentChangedError,
     WalClosedError,
     WalError,
     WalFatalError,
@@ -31,6 +32,7 @@ __all__ = [
     "Policy",
     "Record",
     "RecoveryReport",
+    "SegmentChangedError",
     "SegmentName",
     "SegmentReader",
     "WalClosedError",

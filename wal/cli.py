@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
-from wal.errors import CorruptSegmentError, WalError
-from wal.naming import OPEN_SUFFIX, list_segments, parse_name
+from wal.errors import CorruptSegmentError, SegmentChangedError, WalError
+from wal.naming import SegmentName, list_segments, parse_name
 from wal.reader import SegmentReader
+from wal.summary import Summary, summarize
+
+T = TypeVar("T")
 
 
 @click.group()
@@ -21,53 +26,73 @@ def main() -> None:
     """Inspect and verify polymarket-capture WAL segments."""
 
 
-def _segments_of(target: Path) -> list[Path]:
+def _segments_of(target: Path) -> list[tuple[SegmentName, Path]]:
     if target.is_dir():
-        return [path for _, path in list_segments(target)]
-    if parse_name(target.name) is None:
+        return list_segments(target)
+    name = parse_name(target.name)
+    if name is None:
         raise click.ClickException(
             f"{target} is not a segment name (expected SSSSSSSSSSSS-YYYYMMDDTHHMMSSZ.jsonl.zst)"
         )
-    return [target]
+    return [(name, target)]
+
+
+def _as_it_is_now(name: SegmentName, path: Path, look: Callable[[Path], T]) -> T | None:
+    """``look(path)`` for the segment as it is now: an ``.open`` one sealed meanwhile is
+    looked at under its sealed name; None when it is gone (pruned) under both names.
+    A file that changed while it was read is read once more."""
+    candidates = [path, path.with_name(name.sealed_name)] if name.is_open else [path]
+    found = None
+    for candidate in candidates:
+        try:
+            try:
+                found = look(candidate)
+            except SegmentChangedError:
+                found = look(candidate)
+        except FileNotFoundError:
+            continue
+        if candidate.exists():  # not sealed or pruned while we looked
+            return found
+    return found
+
+
+def _skipped(path: Path, verb: str) -> None:
+    click.echo(f"note: {path.name} was removed while {verb}; skipped", err=True)
 
 
 @main.command("ls")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per segment.")
-def ls_cmd(directory: Path, as_json: bool) -> None:
-    """List segments: sequence order, size, record and frame counts, state."""
-    for _, path in list_segments(directory):
-        info = _summary(path)
+@click.option(
+    "--deep", is_flag=True, help="Count by decoding every record (slow) instead of the seal."
+)
+def ls_cmd(directory: Path, as_json: bool, deep: bool) -> None:
+    """List segments: sequence order, size, record and frame counts, state.
+
+    Counts come from each sealed segment's seal record (its last zstd frame); a sealed
+    segment whose seal cannot be read is shown as damaged."""
+    for name, path in list_segments(directory):
+        try:
+            info = _as_it_is_now(name, path, lambda p: summarize(p, deep=deep))
+        except SegmentChangedError as exc:
+            info = Summary(path.name, "changed", 0, None, None, f"{exc.offset}: {exc.cause}")
+        except OSError as exc:
+            info = Summary(path.name, "unread", 0, None, None, f"cannot read: {exc}")
+        if info is None:
+            _skipped(path, "listing")
+            continue
         if as_json:
-            click.echo(json.dumps(info))
+            click.echo(json.dumps(info.as_dict()))
         else:
             click.echo(
-                f"{info['name']}  {info['state']:<7} {info['bytes']:>12} B "
-                f"{info['records']:>9} records {info['frames']:>9} frames"
-                + (f"  ERROR: {info['error']}" if info["error"] else "")
+                f"{info.name}  {info.state:<7} {info.bytes:>12} B "
+                f"{_shown(info.records):>9} records {_shown(info.frames):>9} frames"
+                + (f"  ERROR: {info.error}" if info.error else "")
             )
 
 
-def _summary(path: Path) -> dict[str, object]:
-    is_open = path.name.endswith(OPEN_SUFFIX)
-    records = frames = 0
-    error = None
-    reader = SegmentReader(path)
-    try:
-        for batch in reader.batches():
-            for record in batch.records():
-                records += 1
-                frames += record["type"] == "frame"
-    except CorruptSegmentError as exc:
-        error = f"byte offset {exc.offset}: {exc.cause}"
-    return {
-        "name": path.name,
-        "state": "open" if is_open else "sealed",
-        "bytes": path.stat().st_size,
-        "records": records,
-        "frames": frames,
-        "error": error,
-    }
+def _shown(count: int | None) -> str:
+    return "?" if count is None else str(count)
 
 
 @main.command("cat")
@@ -94,7 +119,7 @@ def cat_cmd(segment: Path, types: tuple[str, ...], from_offset: int, offsets: bo
                 out.write(prefix + line.decode("utf-8") + "\n")
     except BrokenPipeError:  # `wal cat X | head`
         sys.stderr.close()
-    except WalError as exc:
+    except (WalError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -106,19 +131,33 @@ def verify_cmd(target: Path) -> None:
     Open segments are checked up to their torn tail, which is not an error."""
     problems = 0
     checked = 0
-    for path in _segments_of(target):
-        reader = SegmentReader(path)
+    for name, path in _segments_of(target):
         try:
-            for batch in reader.batches():
-                batch.records()
-        except CorruptSegmentError as exc:
+            problem = _as_it_is_now(name, path, _verify_one)
+        except SegmentChangedError as exc:
+            problem = f"CHANGED {exc}"
+        except OSError as exc:
+            problem = f"UNREADABLE {path}: {exc}"
+        if problem is None:
+            _skipped(path, "verifying")
+        elif problem:
             problems += 1
-            click.echo(f"CORRUPT {exc.path} at byte offset {exc.offset}: {exc.cause}")
-            continue
-        checked += 1
+            click.echo(problem)
+        else:
+            checked += 1
     click.echo(f"{checked} segments intact, {problems} corrupt")
     if problems:
         sys.exit(1)
+
+
+def _verify_one(path: Path) -> str:
+    """ "" when the segment is intact, else the line that reports it."""
+    try:
+        for batch in SegmentReader(path).batches():
+            batch.records()
+    except CorruptSegmentError as exc:
+        return f"CORRUPT {exc.path} at byte offset {exc.offset}: {exc.cause}"
+    return ""
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ Tree::
     WalError
     ├── CorruptSegmentError   a sealed segment (or a non-tail part of one) is damaged
     │   └── BadOffsetError    reading was asked to start where no frame starts
+    ├── SegmentChangedError   a segment shrank or was rewritten while it was read (a
+    │                         restore copied over it): not damage, read it again later
     ├── WalLockedError        another writer holds the directory's lock
     ├── WalWriteError         the disk refused a write, fsync or rename
     ├── WalClosedError        append after close()
@@ -50,6 +52,26 @@ class BadOffsetError(CorruptSegmentError):
         self.path = Path(path)
         self.offset = offset
         self.cause = cause
+
+
+class SegmentChangedError(WalError):
+    """A segment file changed under a reader: it shrank (the read ended before the size
+    the file had when reading began) or, for a sealed segment, its size or mtime moved.
+
+    Not a CorruptSegmentError: the bytes read were not damaged, they were replaced, and
+    reading again once the writer of the file (a ``cp`` restore, say) is done may well
+    succeed. An ``OSError`` while reading is never wrapped into this or any WalError.
+    """
+
+    def __init__(self, path: Path | str, offset: int, cause: str) -> None:
+        self.path = Path(path)
+        self.offset = offset
+        self.cause = cause
+        super().__init__(
+            f"{self.path}: changed while it was read (at byte offset {offset}: {cause}). "
+            "A sealed segment is never modified by capture: if a restore or copy is "
+            "writing it, wait for that to finish and read it again."
+        )
 
 
 class WalLockedError(WalError):

@@ -15,6 +15,10 @@ from typing import Any
 
 FORMAT_VERSION = 1
 
+# How every frame record's line starts: encode_frame writes it so, and encode_record keeps
+# a record's key order with "type" first. Tools count frames from bytes with it.
+FRAME_LINE_PREFIX = b'{"type":"frame",'
+
 _encode_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _encode_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
@@ -38,6 +42,17 @@ def decode_line(line: bytes) -> Record:
     if not isinstance(record, dict) or not isinstance(record.get("type"), str):
         raise ValueError("line is not a JSON object with a string 'type'")
     return record
+
+
+def count_lines(data: bytes) -> int:
+    """The records in ``data``, whole lines each ending in ``\\n`` (a batch's bytes)."""
+    return data.count(b"\n")
+
+
+def count_frame_lines(data: bytes) -> int:
+    """The lines of ``data`` that start with FRAME_LINE_PREFIX: every frame record the
+    writer emits, counted without decoding a line (JSON text holds no raw newline)."""
+    return data.count(b"\n" + FRAME_LINE_PREFIX) + data.startswith(FRAME_LINE_PREFIX)
 
 
 def segment_header(seq: int, created_ns: int, writer: str, host: str | None = None) -> Record:

@@ -2,14 +2,30 @@
 
 A segment is a plain concatenation of zstd frames. To give every record the byte offset
 of its frame, and to tell a torn tail from a complete frame, the reader walks frame and
-block headers (RFC 8878, section 3.1.1) to learn where each frame ends.
+block headers (RFC 8878, section 3.1.1) to learn where each frame ends. Only headers are
+read, so walking a segment costs a few bytes per 128 KiB block, not the whole file.
+
+The bytes come from anything with ``len()`` and slicing: a ``bytes`` value, or the
+reader's file view that answers slices with ordinary reads (never ``mmap``, which turns
+a file truncated under the reader into SIGBUS).
 """
 
 from __future__ import annotations
 
-import mmap
+from typing import Protocol, overload
 
-Buffer = bytes | bytearray | memoryview | mmap.mmap
+
+class Buffer(Protocol):
+    """What frame_end reads: a sized sequence of bytes (``bytes``, or a file view)."""
+
+    def __len__(self) -> int: ...
+
+    @overload
+    def __getitem__(self, key: int) -> int: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> bytes: ...
+
 
 ZSTD_MAGIC = 0xFD2FB528
 _SKIPPABLE_MASK = 0xFFFFFFF0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -14,9 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loader.parse import (
+    MAX_PLAIN_U,
     MAX_TIME_MS,
     MIN_TIME_MS,
+    BatchResult,
     InvalidTrade,
+    _decode_record,
     may_hold_trade,
     parse_frame,
     parse_trade_event,
@@ -316,3 +320,104 @@ def test_scan_batch_counts_records_frames_trades_and_errors() -> None:
 def test_scan_batch_raises_on_a_line_that_is_no_record() -> None:
     with pytest.raises(ValueError):
         scan_batch([b"{not json"])
+
+
+# What scan_batch did before it searched whole batches: the per-line rule, kept here as
+# the oracle the batch scanner must agree with on every input.
+_OLD_TRADE_VALUE_RE = re.compile(rb'last_trade_price(?!\\"(?:[ \t\r\n]|\\[nrt])*:)')
+
+
+def old_may_hold_trade(line: bytes) -> bool:
+    return bool(
+        _OLD_TRADE_VALUE_RE.search(line) or re.search(rb"\\u", line) or re.search(rb'"b64"', line)
+    )
+
+
+def old_scan_batch(lines: list[bytes], *, segment: str = "", offset: int = 0) -> BatchResult:
+    result = BatchResult()
+    for line in lines:
+        result.records += 1
+        if line.startswith(b'{"type":"frame",') and not old_may_hold_trade(line):
+            result.frames += 1
+            continue
+        record = _decode_record(line)
+        if record["type"] != "frame":
+            continue
+        result.frames += 1
+        rows, errors = parse_frame(record, segment=segment, offset=offset)
+        result.rows.extend(rows)
+        result.errors.extend(errors)
+    return result
+
+
+def outcome(scan: Any, arg: Any) -> Any:
+    try:
+        result = scan(arg, segment="seg", offset=7)
+    except ValueError:
+        return "ValueError"
+    return (result.records, result.frames, result.rows, result.errors)
+
+
+trade_words = st.sampled_from(
+    [
+        "last_trade_price",
+        'last_trade_price"',
+        'last_trade_price":',
+        'last_trade_price" :',
+        "last\\u005ftrade_price",
+        '"b64"',
+        "\\u",
+        "u",
+        '{"type":"frame",',
+        "\n",
+    ]
+)
+line_texts = st.one_of(
+    frame_texts, st.lists(st.one_of(trade_words, st.text(max_size=5)), max_size=6).map("".join)
+)
+wal_lines = st.one_of(
+    st.builds(lambda t: encode_record(record(t)), line_texts),
+    st.builds(lambda b: encode_record(frame(BASE_NS, 0, 0, b.encode("utf-8"))), line_texts),
+    st.builds(lambda t: encode_record({"type": "sent", "ts_ns": BASE_NS, "text": t}), line_texts),
+    st.builds(lambda t: encode_record({"ts_ns": BASE_NS, "type": "frame", "text": t}), line_texts),
+    st.builds(lambda t: b'{"type":"frame",' + t.encode("utf-8", "surrogatepass"), line_texts),
+    st.builds(lambda t: b'{"type":"frame","type":"sent","text":' + t.encode() + b"}", line_texts),
+    st.binary(max_size=40),
+).map(lambda line: line.rstrip(b"\n").replace(b"\n", b" "))
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(wal_lines, max_size=12))
+def test_scan_batch_of_bytes_agrees_with_the_per_line_scan_on_any_lines(lines: list[bytes]) -> None:
+    data = b"".join(line + b"\n" for line in lines)
+    assert outcome(scan_batch, data) == outcome(old_scan_batch, lines)
+    assert outcome(scan_batch, lines) == outcome(old_scan_batch, lines)
+
+
+def test_scan_batch_agrees_with_the_per_line_scan_on_every_real_frame() -> None:
+    lines = [encode_record(record(item["frame"])).rstrip(b"\n") for item in real_frames()]
+    lines += [
+        encode_record(frame(BASE_NS, 1, 2, item["frame"].encode())).rstrip(b"\n")
+        for item in real_frames()
+    ]
+    data = b"".join(line + b"\n" for line in lines)
+    assert outcome(scan_batch, data) == outcome(old_scan_batch, lines)
+    for line in lines:
+        assert outcome(scan_batch, line + b"\n") == outcome(old_scan_batch, [line])
+    assert len(scan_batch(data).rows) == 4  # two real trades, as text and as binary
+
+
+def test_scan_batch_finds_escapes_past_many_plain_u_bytes() -> None:
+    text = json.dumps(trade_event(1)).replace("last", "l\\u0061st")
+    lines = [
+        encode_record(record("u" * (MAX_PLAIN_U + 5))).rstrip(b"\n"),
+        encode_record(record(text)).rstrip(b"\n"),
+    ]
+    data = b"".join(line + b"\n" for line in lines)
+    result = scan_batch(data)
+    assert len(result.rows) == 1 and outcome(scan_batch, data) == outcome(old_scan_batch, lines)
+
+
+def test_scan_batch_refuses_bytes_that_do_not_end_with_a_newline() -> None:
+    with pytest.raises(ValueError, match="newline"):
+        scan_batch(b'{"type":"frame","text":"x"}')

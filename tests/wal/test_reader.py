@@ -1,11 +1,17 @@
+import os
+import subprocess
+import sys
+
 import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
+from tests.timeouts import TIMEOUT_S, scaled
 from tests.wal.helpers import FAST, read_all, sample_frames, write_segment
-from wal import CorruptSegmentError, Policy, SegmentReader, records
+from wal import CorruptSegmentError, Policy, SegmentChangedError, SegmentReader, WalError, records
 from wal.fsutil import REAL_OPS
 from wal.naming import make_name
+from wal.reader import READ_WINDOW, SegmentFile
 from wal.segment import OpenSegment, compressor
 
 NS = 1_795_478_764_000_000_000
@@ -207,3 +213,91 @@ def test_frame_without_checksum_is_corrupt(tmp_path):
     with pytest.raises(CorruptSegmentError, match="checksum") as err:
         read_all(path)
     assert err.value.offset == end
+
+
+def _segment_of_batches(directory, count=40, per_batch=50):
+    return write_segment(
+        directory, sample_frames(count * per_batch), Policy(flush_ms=0, batch_bytes=2000)
+    )
+
+
+def test_a_file_that_shrinks_while_read_raises_changed_naming_file_and_offset(tmp_path):
+    path = _segment_of_batches(tmp_path)
+    batches = SegmentReader(path).batches()
+    first = next(batches)
+    os.truncate(path, first.end + 10)
+    with pytest.raises(SegmentChangedError) as err:
+        list(batches)
+    assert err.value.path == path and err.value.offset >= first.end
+    assert "changed while it was read" in str(err.value) and "shrank" in str(err.value)
+    assert not isinstance(err.value, CorruptSegmentError)
+
+
+def test_a_sealed_file_rewritten_while_read_is_changed_not_corrupt(tmp_path):
+    path = _segment_of_batches(tmp_path)
+    data = path.read_bytes()
+    batches = SegmentReader(path).batches()
+    next(batches)
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0xFF  # as if a restore were half way through copying
+    with open(path, "r+b") as f:
+        f.write(damaged)
+    os.utime(path, ns=(0, 12345))
+    with pytest.raises(SegmentChangedError, match="rewritten"):
+        list(batches)
+
+
+def test_a_read_error_propagates_as_oserror_not_as_corruption(tmp_path):
+    not_a_file = tmp_path / "000000000001-20261124T000604Z.jsonl.zst"
+    not_a_file.mkdir()  # opens, then every read fails with EISDIR
+    with pytest.raises(OSError) as err:
+        SegmentFile(not_a_file).read(0, 10)
+    assert not isinstance(err.value, WalError)
+
+
+def test_the_reader_holds_one_frame_not_the_file(tmp_path):
+    path = _segment_of_batches(tmp_path)
+    reads = []
+    f = SegmentFile(path)
+    original = f._pread
+    f._pread = lambda offset, count: reads.append(count) or original(offset, count)
+    batches = list(SegmentReader(path)._walk(f, 0))
+    f.close()
+    assert len(batches) > 30 and max(reads) <= max(
+        READ_WINDOW, *(b.end - b.offset for b in batches)
+    )
+
+
+TRUNCATE_LOOP = """
+import os, sys, time
+path, data = sys.argv[1], open(sys.argv[1], "rb").read()
+deadline = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    with open(path, "r+b") as f:  # what `cp backup path` does: truncate, then write
+        f.truncate(0)
+        f.write(data[: len(data) // 3])
+        f.flush()
+        f.write(data[len(data) // 3 :])
+"""
+
+
+def test_a_file_truncated_by_another_process_while_read_never_kills_the_reader(tmp_path):
+    path = write_segment(
+        tmp_path, sample_frames(20_000), Policy(flush_ms=0, batch_bytes=4096, rotate_s=3600)
+    )
+    writer = subprocess.Popen([sys.executable, "-c", TRUNCATE_LOOP, str(path), str(scaled(3))])
+    outcomes = set()
+    try:
+        while writer.poll() is None:
+            done = subprocess.run(
+                [sys.executable, "-m", "wal.cli", "verify", str(path)],
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT_S * 3,
+            )
+            assert done.returncode in (0, 1), done  # never a signal (mmap: SIGBUS, 135)
+            assert "Traceback" not in done.stderr, done.stderr
+            outcomes.add(done.returncode)
+    finally:
+        writer.wait(timeout=TIMEOUT_S)
+    assert writer.returncode == 0
