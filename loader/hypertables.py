@@ -110,7 +110,7 @@ def converge(
         )
     compression = False
     if hypertable and plan.compression:
-        compression = _compression_enabled(conn) or _try_enable_compression(conn)
+        compression = _compression_enabled(conn) or try_enable_compression(conn)
         if compression:
             _ensure_compression_policy(conn, compress_after)
     continuous = hypertable and plan.compression and _ensure_continuous_candles(conn)
@@ -195,14 +195,20 @@ def _compression_enabled(conn: psycopg.Connection) -> bool:
     return bool(row and row[0])
 
 
-def _try_enable_compression(conn: psycopg.Connection) -> bool:
+def try_enable_compression(
+    conn: psycopg.Connection,
+    table: str = TRADES_TABLE,
+    segmentby: str = SEGMENTBY,
+    orderby: str = ORDERBY,
+) -> bool:
     """Switch compression on; False when the edition has none (Apache-only)."""
     try:
         with conn.transaction():
             conn.execute(
-                f"ALTER TABLE {TRADES_TABLE} SET (timescaledb.compress,"
-                f" timescaledb.compress_segmentby = '{SEGMENTBY}',"
-                f" timescaledb.compress_orderby = '{ORDERBY}')"
+                sql.SQL(
+                    "ALTER TABLE {} SET (timescaledb.compress, timescaledb.compress_segmentby"
+                    " = {}, timescaledb.compress_orderby = {})"
+                ).format(sql.Identifier(table), sql.Literal(segmentby), sql.Literal(orderby))
             )
     except psycopg.errors.FeatureNotSupported as exc:
         if LICENSE_ERROR not in str(exc):

@@ -155,11 +155,7 @@ def _migration_1(conn: psycopg.Connection, plan: Plan) -> None:
             (CHUNK_INTERVAL,),
         )
         if plan.compression:
-            conn.execute(
-                "ALTER TABLE trades SET (timescaledb.compress,"
-                " timescaledb.compress_segmentby = 'token_id',"
-                " timescaledb.compress_orderby = 'ts')"
-            )
+            hypertables.try_enable_compression(conn, "trades", "token_id", "ts")
     for statement in _V1_INDEXES:
         conn.execute(statement)
 
