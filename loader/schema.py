@@ -101,8 +101,44 @@ def _migration_1(conn: psycopg.Connection, timescale: bool) -> None:
         conn.execute(statement)
 
 
+# v2: segment states a run can record without stopping (``unreadable``: the file could
+# not be read, retried with backoff), and a partial index so that the run loop and
+# ``loader status`` read only unfinished rows, however long the history.
+SEGMENT_STATUS_CHECK = "wal_segments_status_check"
+_V2_COLUMNS = (
+    "ALTER TABLE wal_segments"
+    " ADD COLUMN error_at timestamptz,"  # when the error was last met
+    " ADD COLUMN retry_at timestamptz,"  # when an unreadable segment is tried again
+    " ADD COLUMN tries integer NOT NULL DEFAULT 0"  # failed reads in a row
+)
+_V2_INDEX = "CREATE INDEX wal_segments_unfinished ON wal_segments (name) WHERE status <> 'loaded'"
+
+
+def _migration_2(conn: psycopg.Connection, timescale: bool) -> None:
+    """Status ``unreadable`` with error_at/retry_at/tries; index of unfinished rows."""
+    del timescale  # wal_segments is a plain table either way
+    checks = conn.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = 'wal_segments'::regclass"
+        " AND contype = 'c' AND pg_get_constraintdef(oid) LIKE %s",
+        ("%status%",),
+    ).fetchall()
+    for (name,) in checks:
+        conn.execute(
+            sql.SQL("ALTER TABLE wal_segments DROP CONSTRAINT {}").format(sql.Identifier(name))
+        )
+    conn.execute(
+        sql.SQL(
+            "ALTER TABLE wal_segments ADD CONSTRAINT {} CHECK"
+            " (status IN ('loading', 'loaded', 'corrupt', 'unreadable'))"
+        ).format(sql.Identifier(SEGMENT_STATUS_CHECK))
+    )
+    conn.execute(_V2_COLUMNS)
+    conn.execute(_V2_INDEX)
+
+
 MIGRATIONS: list[tuple[int, Callable[[psycopg.Connection, bool], None]]] = [
     (1, _migration_1),
+    (2, _migration_2),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
