@@ -194,7 +194,7 @@ class Runner:
 
     def _problems_in_wal_dir(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         conn = self._connection(lock=True)
-        on_disk = {path.name for path in list_sealed(self.wal_dir)}
+        on_disk = set(status.sealed_names(self.wal_dir))
         corrupt = status.corrupt_segments(conn, self.wal_dir, on_disk)
         unreadable = status.unreadable_segments(conn, self.wal_dir, on_disk)
         return (
@@ -207,7 +207,7 @@ class Runner:
         conn = self._connection(lock=True)
         stamp = _dir_stamp(self.wal_dir)
         if once or self.tracker.should_list(stamp, time.time_ns()):
-            names = [path.name for path in list_sealed(self.wal_dir)]
+            names = status.sealed_names(self.wal_dir, known=self.tracker)
             new = self.tracker.new_names(names)
             states = store.states_for(conn, new) if new else {}
             conn.commit()

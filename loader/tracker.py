@@ -47,6 +47,7 @@ class Tracker:
     def __init__(self, *, relist_every: int = RELIST_EVERY_POLLS) -> None:
         self.relist_every = relist_every
         self._entries: dict[str, _Entry] = {}
+        self._open: set[str] = set()  # names not loaded or corrupt: what ``due`` looks at
         self._stamp: DirStamp | None = None
         self._polls = 0
 
@@ -78,28 +79,40 @@ class Tracker:
         present = set(names)
         for gone in self._entries.keys() - present:
             del self._entries[gone]
+            self._open.discard(gone)
         for name in present - self._entries.keys():
-            self._entries[name] = _Entry(statuses.get(name), now)
+            self._set(name, _Entry(statuses.get(name), now))
         self._stamp, self._polls = stamp, 0
 
     def due(self, now: float, *, ignore_backoff: bool = False) -> list[str]:
         """Names to load now, in sequence order."""
         return sorted(
             name
-            for name, entry in self._entries.items()
-            if entry.status not in _FINISHED
-            and (entry.status != UNREADABLE or ignore_backoff or entry.retry_at <= now)
+            for name in self._open
+            if (entry := self._entries[name]).status != UNREADABLE
+            or ignore_backoff
+            or entry.retry_at <= now
         )
 
     def finished(self, name: str, status: str) -> None:
         """The segment ended ``status`` (``loaded``/``corrupt``: never due again)."""
         if name in self._entries:
-            self._entries[name].status = status
+            self._set(name, _Entry(status))
 
     def unreadable(self, name: str, retry_at: float) -> None:
         """Reading the segment failed; try again at ``retry_at`` (monotonic)."""
         if name in self._entries:
-            self._entries[name] = _Entry(UNREADABLE, retry_at)
+            self._set(name, _Entry(UNREADABLE, retry_at))
+
+    def _set(self, name: str, entry: _Entry) -> None:
+        self._entries[name] = entry
+        if entry.status in _FINISHED:
+            self._open.discard(name)
+        else:
+            self._open.add(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
 
     def status(self, name: str) -> str | None:
         entry = self._entries.get(name)
