@@ -35,6 +35,8 @@ class Status:
     stale_segments: int
     corrupt: list[dict[str, Any]] = field(default_factory=list)
     unreadable: list[dict[str, Any]] = field(default_factory=list)
+    # Segments still ``loading`` whose file is gone from the WAL directory.
+    missing: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +101,11 @@ def collect(conn: psycopg.Connection, wal_dir: Path, now: float | None = None) -
         stale_segments=int(stale),
         corrupt=_corrupt_entries([(r[0], r[4], r[3]) for r in rows if r[1] == "corrupt"], on_disk),
         unreadable=_unreadable_entries([r for r in rows if r[1] == "unreadable"], on_disk),
+        missing=[
+            {"name": r[0], "offset": r[2]}
+            for r in rows
+            if r[1] == "loading" and r[0] not in on_disk
+        ],
     )
 
 
@@ -243,6 +250,11 @@ def render(status: Status, wal_dir: Path | str = "DIR") -> str:
         )
     if any(item["in_wal_dir"] for item in status.corrupt):
         lines.append("                 " + REMEDY.format(wal_dir=wal_dir))
+    for item in status.missing:
+        lines.append(
+            f"missing          {item['name']}: loading, up to byte {item['offset']}, but its "
+            "file is no longer in the WAL directory"
+        )
     for item in status.unreadable:
         lines.append(
             f"unreadable       {item['name']} from byte {item['offset']}: {item['error']} "

@@ -149,3 +149,22 @@ def test_reparse_of_an_unreadable_segment_fails_it_and_reparses_the_others(
     assert "Is a directory" in done.stderr and "Traceback" not in done.stderr
     assert "reparsed 2 segments" in done.stderr
     assert sum(db_trades(db).values()) == 3  # the failed one keeps its rows
+
+
+def test_a_partly_loaded_segment_whose_file_vanished_is_reported_not_fatal(
+    db: str, wal_dir: Path
+) -> None:
+    gone = write_segment(wal_dir, 0, [[trade_frame(i)] for i in range(3)])
+    stopped = threading.Event()
+    stopped.set()
+    with psycopg.connect(db) as conn:
+        SegmentLoader(conn, stop=stopped).load(gone, ensure_segment(conn, gone.name, 1))
+    offset = segments(db)[gone.name]["offset_bytes"]
+    gone.unlink()
+    write_segment(wal_dir, 1, [[trade_frame(9)]])
+    done = run_loader(db, "run", "--wal-dir", str(wal_dir), "--once")
+    assert done.returncode == 0, done.stderr
+    status = json.loads(run_loader(db, "status", "--wal-dir", str(wal_dir), "--json").stdout)
+    assert status["missing"] == [{"name": gone.name, "offset": offset}]
+    text = run_loader(db, "status", "--wal-dir", str(wal_dir)).stdout
+    assert f"missing          {gone.name}: loading, up to byte {offset}" in text
