@@ -6,6 +6,7 @@ are the database edge; ``cli`` is the ``loader`` command. See README, "Loader".
 
 from loader.errors import (
     ConcurrentLoadError,
+    DatabaseUnavailableError,
     LoaderBusyError,
     LoaderError,
     SchemaError,
@@ -23,6 +24,7 @@ from loader.parse import (
 __all__ = [
     "PARSER_VERSION",
     "ConcurrentLoadError",
+    "DatabaseUnavailableError",
     "InvalidTrade",
     "LoaderBusyError",
     "LoaderError",

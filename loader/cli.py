@@ -28,10 +28,12 @@ from loader.load import DEFAULT_BATCH_TRADES, Outcome
 from loader.parse import PARSER_VERSION
 from loader.runner import DEFAULT_POLL_S, Runner, RunReport, sealed_segment_name
 from loader.timescale import Mode
+from loader.tracker import UNREADABLE_RETRY_INITIAL_S
 
 log = logging.getLogger("loader")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+DEFAULT_MAX_WAIT_S = 30.0  # a cron job fails within a minute instead of hanging
 _INTERVAL_RE = re.compile(r"(\d+)\s*(d|days?|h|hours?)", re.IGNORECASE)
 
 WAL_DIR = click.option(
@@ -75,7 +77,9 @@ class Interval(click.ParamType):
     "--dsn",
     envvar="LOADER_DSN",
     show_envvar=True,
-    help="PostgreSQL connection string; without it libpq's PG* variables apply.",
+    help="PostgreSQL connection string, without a password (any local user sees a command "
+    "line): prefer LOADER_DSN in the service's env file (mode 0600), and keep the password "
+    "there or in a PGPASSFILE. Without it libpq's PG* variables apply.",
 )
 @click.option(
     "--log-level",
@@ -129,7 +133,8 @@ SUB_DSN = click.option(
     show_envvar=True,
     expose_value=False,
     callback=_set_dsn,
-    help="PostgreSQL connection string (also accepted before the command).",
+    help="PostgreSQL connection string (also accepted before the command); prefer "
+    "LOADER_DSN and a PGPASSFILE: a password on a command line is visible in `ps`.",
 )
 
 
@@ -182,28 +187,62 @@ def init_db(dsn: str | None, mode: str, compress_after: timedelta) -> None:
     default=DEFAULT_POLL_S,
     show_default=True,
 )
+@click.option(
+    "--max-wait",
+    envvar="LOADER_MAX_WAIT",
+    show_envvar=True,
+    type=click.FloatRange(min=0),
+    default=DEFAULT_MAX_WAIT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="--once: wait at most this long for an unreachable database, then exit 1 "
+    "(a service without --once waits for ever).",
+)
+@click.option(
+    "--unreadable-retry-seconds",
+    type=click.FloatRange(min=0.01),
+    default=UNREADABLE_RETRY_INITIAL_S,
+    hidden=True,  # for tests: first wait before an unreadable segment is read again
+)
 @BATCH_TRADES
 @click.pass_obj
-def run(dsn: str | None, wal_dir: Path, once: bool, poll_seconds: float, batch_trades: int) -> None:
+def run(
+    dsn: str | None,
+    wal_dir: Path,
+    once: bool,
+    poll_seconds: float,
+    max_wait: float,
+    unreadable_retry_seconds: float,
+    batch_trades: int,
+) -> None:
     """Load sealed segments in order, continuously or until caught up (--once).
 
-    --once exits 1 while any sealed segment in the WAL directory is corrupt in the
-    database, found by this run or an earlier one, so a cron job keeps failing until an
-    operator has restored and reparsed it.
+    --once exits 1 while any sealed segment in the WAL directory is corrupt or unreadable
+    in the database, found by this run or an earlier one, so a cron job keeps failing
+    until an operator has acted.
     """
     with _errors(dsn), _stop_on_signals() as stop:
-        runner = Runner(dsn, wal_dir, stop=stop, batch_trades=batch_trades)
+        runner = Runner(
+            dsn,
+            wal_dir,
+            stop=stop,
+            batch_trades=batch_trades,
+            max_wait_s=max_wait if once else None,
+            unreadable_retry_s=unreadable_retry_seconds,
+        )
         try:
             report = runner.run(once=once, poll_s=poll_seconds)
         finally:
             runner.close()
     if not once:
-        corrupt: list[dict[str, Any]] = []  # logged as found; a daemon exits 0 on SIGTERM
+        # Logged as found; a daemon exits 0 on SIGTERM.
+        corrupt: list[dict[str, Any]] = []
+        unreadable: list[dict[str, Any]] = []
     elif report.stopped:
-        corrupt = _entries(report.corrupt)  # stopped before the final check
+        corrupt, unreadable = _entries(report.corrupt), _entries(report.failed)
     else:
-        corrupt = report.still_corrupt
-    _finish(report, "loaded", corrupt, wal_dir)
+        corrupt, unreadable = report.still_corrupt, report.still_unreadable
+    _finish(report, "loaded", corrupt, wal_dir, unreadable)
 
 
 @main.command()
@@ -264,7 +303,7 @@ def reparse(
                 runner.recompress()
         finally:
             runner.close()
-    _finish(report, "reparsed", _entries(report.corrupt), wal_dir)
+    _finish(report, "reparsed", _entries(report.corrupt), wal_dir, _entries(report.failed))
 
 
 @main.command("status")
@@ -344,15 +383,27 @@ def _log_outcome(outcome: Outcome) -> None:
     log.info("segment %s %s: %d trades", outcome.name, outcome.status, outcome.trades)
 
 
-def _finish(report: RunReport, verb: str, corrupt: list[dict[str, Any]], wal_dir: Path) -> None:
-    """Print the summary; exit 1 naming the ``corrupt`` segments, if any, and the remedy."""
+def _finish(
+    report: RunReport,
+    verb: str,
+    corrupt: list[dict[str, Any]],
+    wal_dir: Path,
+    unreadable: list[dict[str, Any]] | None = None,
+) -> None:
+    """Print the summary; exit 1 naming the ``corrupt`` and ``unreadable`` segments, if
+    any, and the remedy."""
     click.echo(
         f"{verb} {len(report.loaded)} segments, {report.trades} trades"
         + (" (stopped)" if report.stopped else ""),
         err=True,
     )
+    problems = []
     if corrupt:
-        raise click.ClickException(status.describe_corrupt(corrupt, wal_dir))
+        problems.append(status.describe_corrupt(corrupt, wal_dir))
+    if unreadable:
+        problems.append(status.describe_unreadable(unreadable, wal_dir))
+    if problems:
+        raise click.ClickException(" ".join(problems))
 
 
 def _entries(outcomes: list[Outcome]) -> list[dict[str, Any]]:
@@ -383,12 +434,15 @@ def _errors(dsn: str | None) -> Iterator[None]:
         yield
     except LoaderError as exc:
         raise click.ClickException(str(exc)) from None
-    except psycopg.OperationalError as exc:
-        raise click.ClickException(
-            f"cannot use the database {db.redact(dsn)}: {db.clean_message(exc, dsn)}"
-        ) from None
     except psycopg.Error as exc:
-        raise click.ClickException(f"database error: {db.clean_message(exc, dsn)}") from None
+        kind = db.classify(exc)
+        if kind in (db.Kind.OUTAGE, db.Kind.DISK_FULL):
+            what = f"cannot use the database {db.redact(dsn)}"
+        elif kind is db.Kind.CONFLICT:
+            what = f"database conflict, still there after {db.CONFLICT_RETRIES} tries"
+        else:
+            what = "database error"
+        raise click.ClickException(f"{what}: {db.describe(exc, dsn)}") from None
     except OSError as exc:
         raise click.ClickException(f"{exc.strerror or exc}: {exc.filename}") from None
 

@@ -10,15 +10,17 @@ Tree::
     │                        (not loaded, not permitted, not installed with ``require``)
     ├── TokenKeyCollision    two different (token, market) pairs share a storage key
     ├── LoaderBusyError      another ``loader run`` already holds this database
+    ├── DatabaseUnavailableError  the database stayed away longer than ``--max-wait``
     ├── ConcurrentLoadError  a segment's committed offset moved under us
     ├── UnknownSegmentError  ``reparse --segment NAME`` names no file in the WAL directory
     └── SegmentNameError     ``reparse --segment NAME`` names no sealed segment (an
                              ``.open`` one, or not a segment at all); the CLI makes it
                              a usage error
 
-Database outages are not LoaderErrors: they are psycopg.OperationalErrors that the
-run loop retries with backoff. Corrupt segments are not errors either: they are
-recorded on the segment (status ``corrupt``) and reported by ``status``.
+Database outages are not LoaderErrors: they are psycopg errors that ``loader.db``
+classifies by SQLSTATE and the run loop waits out with backoff; other psycopg errors
+end the command. Corrupt and unreadable segments are not errors either: they are
+recorded on the segment (status ``corrupt``, ``unreadable``) and reported by ``status``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,18 @@ class TokenKeyCollision(LoaderError):
 
 
 class LoaderBusyError(LoaderError):
-    """Another loader process already loads into this database."""
+    """Another loader process already loads into this database.
+
+    ``holder_pid``: the backend pid holding the run lock, None when unknown.
+    """
+
+    def __init__(self, message: str, *, holder_pid: int | None = None) -> None:
+        super().__init__(message)
+        self.holder_pid = holder_pid
+
+
+class DatabaseUnavailableError(LoaderError):
+    """The database did not come back within the time a caller was willing to wait."""
 
 
 class ConcurrentLoadError(LoaderError):

@@ -2,17 +2,23 @@
 survives database outages.
 
 ``Runner.run`` loads every sealed segment not yet ``loaded`` or ``corrupt``, in sequence
-order, then (unless ``once``) polls the WAL directory for more; a ``once`` run ends by
-listing every sealed segment the database marks corrupt. A database outage at any
-point drops the connection, waits with backoff and resumes from the committed offsets:
-nothing is skipped or marked because the database was away. One ``loader run`` per
-database is enforced with an advisory lock.
+order, then (unless ``once``) polls the WAL directory for more; the in-memory
+:class:`~loader.tracker.Tracker` keeps an idle poll free of database work and of cost
+that grows with history. A segment whose file cannot be read is marked ``unreadable``
+and retried with a backoff while the others go on loading; a ``once`` run ends by
+listing every sealed segment the database marks corrupt or unreadable. Database errors
+are handled as :func:`loader.db.classify` says: an outage drops the connection, waits
+with backoff (``once``: at most ``max_wait_s``) and resumes from the committed offsets,
+so nothing is skipped or marked because the database was away; anything permanent
+ends the run. One ``loader run`` per database is enforced with an advisory lock.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,25 +35,42 @@ from loader.errors import (
     UnknownSegmentError,
 )
 from loader.load import CURRENT_PARSER, DEFAULT_BATCH_TRADES, Outcome, Parser, SegmentLoader
-from wal import list_sealed, parse_name
+from loader.tracker import (
+    UNREADABLE_RETRY_INITIAL_S,
+    DirStamp,
+    Tracker,
+    unreadable_delay,
+)
+from wal import WalError, list_sealed, parse_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_POLL_S = 1.0  # a new sealed segment is picked up within a second
+# After an outage our own old backend may hold the run lock a moment longer (the server
+# notices a dead client late); wait this long for it before giving up.
+OWN_LOCK_WAIT_S = 30.0
 
 
 @dataclass
 class RunReport:
-    """What a run did: segments finished and the ones found corrupt."""
+    """What a run did: segments finished and the ones found corrupt or unreadable."""
 
     loaded: list[str] = field(default_factory=list)
     corrupt: list[Outcome] = field(default_factory=list)  # found corrupt by this run
+    failed: list[Outcome] = field(default_factory=list)  # could not be read by this run
     trades: int = 0
     stopped: bool = False
-    # A finished ``once`` run: every sealed segment in the WAL directory that is corrupt in
-    # the database, this run's and earlier ones' (status.corrupt_segments entries).
+    # A finished ``once`` run: every sealed segment in the WAL directory that is corrupt
+    # (or unreadable) in the database, this run's and earlier ones' (status entries).
     still_corrupt: list[dict[str, Any]] = field(default_factory=list)
+    still_unreadable: list[dict[str, Any]] = field(default_factory=list)
+
+
+def own_lock_wait(holder_pid: int | None, previous_pid: int | None, waited_s: float) -> bool:
+    """Whether to wait for the run lock rather than give up: only while its holder is
+    this loader's own previous backend, and not longer than OWN_LOCK_WAIT_S."""
+    return previous_pid is not None and holder_pid == previous_pid and waited_s < OWN_LOCK_WAIT_S
 
 
 def sealed_segment_name(arg: str) -> str:
@@ -82,14 +105,22 @@ class Runner:
         stop: threading.Event,
         parser: Parser = CURRENT_PARSER,
         batch_trades: int = DEFAULT_BATCH_TRADES,
+        max_wait_s: float | None = None,
+        unreadable_retry_s: float = UNREADABLE_RETRY_INITIAL_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.dsn = dsn
         self.wal_dir = wal_dir
         self.stop = stop
         self.parser = parser
         self.batch_trades = batch_trades
+        self.max_wait_s = max_wait_s
+        self.unreadable_retry_s = unreadable_retry_s
+        self.clock = clock
+        self.tracker = Tracker()
         self._conn: psycopg.Connection | None = None
-        self._holds_run_lock = False
+        self._lock_pid: int | None = None  # our backend that last held the run lock
+        self._lock_wait_since: float | None = None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -101,10 +132,10 @@ class Runner:
         report = RunReport()
         try:
             while not self.stop.is_set():
-                self._retrying(lambda: self._load_pending(report), "loading segments")
+                self._retrying(partial(self._poll, report, once=once), "loading segments")
                 if once:
-                    report.still_corrupt = self._retrying(
-                        self._corrupt_in_wal_dir, "listing corrupt segments"
+                    report.still_corrupt, report.still_unreadable = self._retrying(
+                        self._problems_in_wal_dir, "listing corrupt segments"
                     )
                     break
                 self.stop.wait(poll_s)
@@ -117,13 +148,18 @@ class Runner:
         """Reload each named segment in its own transaction.
 
         Every name must be a sealed segment's (SegmentNameError, before any database
-        work otherwise).
+        work otherwise). A segment whose file is missing or cannot be read fails alone
+        (``report.failed``); the others are reparsed.
         """
         names = [sealed_segment_name(name) for name in names]
         report = RunReport()
         try:
             for name in names:
-                outcome = self._retrying(partial(self._reload, name), f"reparsing {name}")
+                try:
+                    outcome = self._retrying(partial(self._reload, name), f"reparsing {name}")
+                except (OSError, WalError, UnknownSegmentError) as exc:
+                    outcome = Outcome(name, "unreadable", error=_read_error(exc))
+                    log.error("cannot reparse segment %s: %s", name, outcome.error)
                 _account(report, outcome)
                 progress(outcome)
         except db.Stopped:
@@ -164,43 +200,86 @@ class Runner:
 
         return self._retrying(query, "listing segments")
 
-    def _corrupt_in_wal_dir(self) -> list[dict[str, Any]]:
+    def _problems_in_wal_dir(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         conn = self._connection(lock=True)
-        return [c for c in status.corrupt_segments(conn, self.wal_dir) if c["in_wal_dir"]]
+        on_disk = set(status.sealed_names(self.wal_dir))
+        corrupt = status.corrupt_segments(conn, self.wal_dir, on_disk)
+        unreadable = status.unreadable_segments(conn, self.wal_dir, on_disk)
+        return (
+            [c for c in corrupt if c["in_wal_dir"]],
+            [u for u in unreadable if u["in_wal_dir"]],
+        )
 
-    def _load_pending(self, report: RunReport) -> None:
+    def _poll(self, report: RunReport, *, once: bool) -> None:
+        """One pass: take in what is new in the WAL directory, load what is due."""
         conn = self._connection(lock=True)
-        states = store.all_states(conn)
-        conn.commit()
+        stamp = _dir_stamp(self.wal_dir)
+        if once or self.tracker.should_list(stamp, time.time_ns()):
+            names = status.sealed_names(self.wal_dir, known=self.tracker)
+            new = self.tracker.new_names(names)
+            states = store.states_for(conn, new) if new else {}
+            conn.commit()
+            statuses = {name: states[name].status if name in states else None for name in new}
+            self.tracker.listed(names, stamp, statuses, self.clock())
         loader = SegmentLoader(
             conn, stop=self.stop, parser=self.parser, batch_trades=self.batch_trades
         )
-        for path in list_sealed(self.wal_dir):
-            state = states.get(path.name)
-            if self.stop.is_set() or (state is not None and state.status != "loading"):
-                continue
-            if state is None:
-                state = store.ensure_segment(conn, path.name, self.parser.version)
-                if state.status != "loading":
-                    continue  # a reparse got to this new segment first
-            try:
-                outcome = loader.load(path, state)
-            except ConcurrentLoadError as exc:
-                log.warning("%s; skipping it in this pass", exc)
-                continue
-            _account(report, outcome)
-            if outcome.status != "stopped":
-                log.info(
-                    "segment %s %s: %d trades, %d invalid",
-                    outcome.name,
-                    outcome.status,
-                    outcome.trades,
-                    outcome.parse_errors,
-                )
+        for name in self.tracker.due(self.clock(), ignore_backoff=once):
+            if self.stop.is_set():
+                return
+            self._load_one(conn, loader, name, report)
+
+    def _load_one(
+        self, conn: psycopg.Connection, loader: SegmentLoader, name: str, report: RunReport
+    ) -> None:
+        state = store.ensure_segment(conn, name, self.parser.version)
+        if state.status == "unreadable":
+            state = store.resume_unreadable(conn, state)
+        if state.status != "loading":
+            self.tracker.finished(name, state.status)  # a reparse got there first
+            return
+        try:
+            outcome = loader.load(self.wal_dir / name, state)
+        except ConcurrentLoadError as exc:
+            log.warning("%s; skipping it in this pass", exc)
+            return
+        except (OSError, WalError) as exc:
+            self._mark_unreadable(conn, state, exc, report)
+            return
+        _account(report, outcome)
+        if outcome.status == "stopped":
+            return
+        self.tracker.finished(name, outcome.status)
+        if state.tries:
+            store.clear_unreadable(conn, state.id)
+        log.info(
+            "segment %s %s: %d trades, %d invalid",
+            outcome.name,
+            outcome.status,
+            outcome.trades,
+            outcome.parse_errors,
+        )
+
+    def _mark_unreadable(
+        self, conn: psycopg.Connection, state: store.SegmentState, exc: Exception, report: RunReport
+    ) -> None:
+        error = _read_error(exc)
+        delay = unreadable_delay(state.tries + 1, self.unreadable_retry_s)
+        store.mark_unreadable(conn, state, error, delay)
+        self.tracker.unreadable(state.name, self.clock() + delay)
+        report.failed.append(Outcome(state.name, "unreadable", error=error))
+        log.error(
+            "segment %s cannot be read (%s); other segments go on loading, this one is "
+            "tried again in %.0f s from its committed byte offset %d",
+            state.name,
+            error,
+            delay,
+            state.offset_bytes,
+        )
 
     def _reload(self, name: str) -> Outcome:
         path = self.wal_dir / sealed_segment_name(name)
-        if not path.is_file():
+        if not path.exists():
             raise UnknownSegmentError(
                 f"segment {name} is not in {self.wal_dir}: `loader status` lists the "
                 "segments, and a reparse needs the segment file"
@@ -214,7 +293,7 @@ class Runner:
 
     def _connection(self, *, lock: bool) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = db.connect(self.dsn)
+            self._conn = db.connect(self.dsn, timeout_s=self.max_wait_s)
             db.require_schema(self._conn)
             if lock:
                 self._take_lock(self._conn)
@@ -223,22 +302,72 @@ class Runner:
     def _take_lock(self, conn: psycopg.Connection) -> None:
         try:
             db.take_run_lock(conn)
-        except LoaderBusyError:
-            if not self._holds_run_lock:
-                raise
-            # Our own session from before the outage may not be gone yet: wait for it.
-            raise psycopg.OperationalError("previous session still holds the run lock") from None
-        self._holds_run_lock = True
+        except LoaderBusyError as exc:
+            if self._lock_pid is None:
+                raise  # another loader was there first
+            now = self.clock()
+            if self._lock_wait_since is None:
+                self._lock_wait_since = now
+            since = self._lock_wait_since
+            if own_lock_wait(exc.holder_pid, self._lock_pid, now - since):
+                raise db.Transient(
+                    f"this loader's previous session (backend pid {self._lock_pid}) still "
+                    "holds the run lock"
+                ) from None
+            who = (
+                f"this loader's previous session (backend pid {self._lock_pid}) for "
+                f"{OWN_LOCK_WAIT_S:g} s after it was lost"
+                if exc.holder_pid == self._lock_pid
+                else f"backend pid {exc.holder_pid}"
+            )
+            raise LoaderBusyError(
+                "this loader lost its database session, and another loader now holds the "
+                f"database (the run lock is held by {who}); exiting: only one `loader run` "
+                "may load into a database",
+                holder_pid=exc.holder_pid,
+            ) from None
+        self._lock_pid = conn.info.backend_pid
+        self._lock_wait_since = None
 
     def _retrying(self, work: Callable[[], T], what: str) -> T:
-        def attempt() -> T:
-            try:
-                return work()
-            except psycopg.OperationalError:
-                self.close()  # reconnect next time: the old connection is unusable
-                raise
+        return db.retrying(
+            work,
+            dsn=self.dsn,
+            stop=self.stop,
+            what=what,
+            max_wait_s=self.max_wait_s,
+            on_error=self._after_error,
+            clock=self.clock,
+        )
 
-        return db.retrying(attempt, dsn=self.dsn, stop=self.stop, what=what)
+    def _after_error(self, exc: BaseException) -> None:
+        """Drop a connection an error left unusable; roll back one it left usable."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            return
+        if db.classify(exc) is db.Kind.OUTAGE or conn.broken:
+            self.close()  # reconnect next time: the old connection is unusable
+            return
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            self.close()
+
+
+def _dir_stamp(directory: Path) -> DirStamp | None:
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None  # list it, and let the listing raise what is wrong
+    return st.st_ino, st.st_mtime_ns
+
+
+def _read_error(exc: BaseException) -> str:
+    """Why a segment could not be read, in one line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror} ({type(exc).__name__}, errno {exc.errno}){where}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _account(report: RunReport, outcome: Outcome) -> None:
@@ -247,5 +376,7 @@ def _account(report: RunReport, outcome: Outcome) -> None:
         report.loaded.append(outcome.name)
     elif outcome.status == "corrupt":
         report.corrupt.append(outcome)
+    elif outcome.status == "unreadable":
+        report.failed.append(outcome)
     else:
         report.stopped = True

@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from loader import hypertables, keys, timescale
 from loader.errors import SchemaError, TokenKeyCollision
@@ -207,9 +208,45 @@ def _copy_v1_rows(conn: psycopg.Connection) -> None:
         log.info("schema v2: moved %d trades from the v1 table into trade_rows", moved)
 
 
+# v3: segment states a run can record without stopping (``unreadable``: the file could
+# not be read, retried with backoff), and a partial index so that the run loop and
+# ``loader status`` read only unfinished rows, however long the history.
+SEGMENT_STATUS_CHECK = "wal_segments_status_check"
+_V3_COLUMNS = (
+    "ALTER TABLE wal_segments"
+    " ADD COLUMN error_at timestamptz,"  # when the error was last met
+    " ADD COLUMN retry_at timestamptz,"  # when an unreadable segment is tried again
+    " ADD COLUMN tries integer NOT NULL DEFAULT 0"  # failed reads in a row
+)
+_V3_INDEX = "CREATE INDEX wal_segments_unfinished ON wal_segments (name) WHERE status <> 'loaded'"
+
+
+def _migration_3(conn: psycopg.Connection, plan: Plan) -> None:
+    """Status ``unreadable`` with error_at/retry_at/tries; index of unfinished rows."""
+    del plan  # wal_segments is a plain table either way
+    checks = conn.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = 'wal_segments'::regclass"
+        " AND contype = 'c' AND pg_get_constraintdef(oid) LIKE %s",
+        ("%status%",),
+    ).fetchall()
+    for (name,) in checks:
+        conn.execute(
+            sql.SQL("ALTER TABLE wal_segments DROP CONSTRAINT {}").format(sql.Identifier(name))
+        )
+    conn.execute(
+        sql.SQL(
+            "ALTER TABLE wal_segments ADD CONSTRAINT {} CHECK"
+            " (status IN ('loading', 'loaded', 'corrupt', 'unreadable'))"
+        ).format(sql.Identifier(SEGMENT_STATUS_CHECK))
+    )
+    conn.execute(_V3_COLUMNS)
+    conn.execute(_V3_INDEX)
+
+
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _migration_1),
     (2, _migration_2),
+    (3, _migration_3),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -51,7 +51,9 @@ COPY_TYPES = [
 # this many rows (default 100,000); 0 lifts the limit for that transaction only.
 _DECOMPRESS_LIMIT = "timescaledb.max_tuples_decompressed_per_dml_transaction"
 
-_STATE_COLUMNS = "id, name, status, offset_bytes, parser_version, first_event_at, last_event_at"
+_STATE_COLUMNS = (
+    "id, name, status, offset_bytes, parser_version, first_event_at, last_event_at, tries"
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class SegmentState:
     parser_version: int
     first_event_at: datetime | None
     last_event_at: datetime | None
+    tries: int = 0  # failed reads in a row (status ``unreadable``)
 
 
 @dataclass
@@ -93,9 +96,56 @@ class Pending:
 
 
 def all_states(conn: psycopg.Connection) -> dict[str, SegmentState]:
-    """Every known segment by name."""
+    """Every known segment by name (reparse --all/--stale only: it reads every row)."""
     rows = conn.execute(f"SELECT {_STATE_COLUMNS} FROM wal_segments").fetchall()
     return {row[1]: SegmentState(*row) for row in rows}
+
+
+def states_for(conn: psycopg.Connection, names: list[str]) -> dict[str, SegmentState]:
+    """The known segments among ``names``, by name (one indexed lookup per name)."""
+    rows = conn.execute(
+        f"SELECT {_STATE_COLUMNS} FROM wal_segments WHERE name = ANY(%s)", (names,)
+    ).fetchall()
+    return {row[1]: SegmentState(*row) for row in rows}
+
+
+def mark_unreadable(
+    conn: psycopg.Connection, state: SegmentState, error: str, retry_in_s: float
+) -> None:
+    """Record that the segment's file could not be read; its committed offset stays.
+
+    Only a segment still ``loading`` is marked: one a reparse finished meanwhile keeps
+    its status.
+    """
+    with conn.transaction():
+        conn.execute(
+            """UPDATE wal_segments SET status = 'unreadable', error = %s, error_offset = NULL,
+                error_at = now(), tries = tries + 1, updated_at = now(),
+                retry_at = now() + make_interval(secs => %s)
+               WHERE id = %s AND status = 'loading'""",
+            (error, retry_in_s, state.id),
+        )
+
+
+def resume_unreadable(conn: psycopg.Connection, state: SegmentState) -> SegmentState:
+    """Put an ``unreadable`` segment back to ``loading`` for another try (the error and
+    ``tries`` stay until it loads). Returns the segment's state."""
+    with conn.transaction():
+        row = conn.execute(
+            f"""UPDATE wal_segments SET status = 'loading', updated_at = now()
+                WHERE id = %s AND status = 'unreadable' RETURNING {_STATE_COLUMNS}""",
+            (state.id,),
+        ).fetchone()
+    return SegmentState(*row) if row else state
+
+
+def clear_unreadable(conn: psycopg.Connection, segment_id: int) -> None:
+    """Forget the failed reads of a segment that has loaded since."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE wal_segments SET tries = 0, error_at = NULL, retry_at = NULL WHERE id = %s",
+            (segment_id,),
+        )
 
 
 def ensure_segment(conn: psycopg.Connection, name: str, parser_version: int) -> SegmentState:

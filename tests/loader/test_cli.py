@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -164,3 +165,21 @@ def test_a_bad_loader_dsn_does_not_matter_when_dsn_is_given(db: str, wal_dir: Pa
     assert before.exit_code == 0, before.output
     alone = runner.invoke(main, ["status", "--wal-dir", str(wal_dir)], env=env)
     assert alone.exit_code == 2 and "not a connection string" in alone.output
+
+
+def test_help_and_readme_never_put_a_password_on_a_command_line() -> None:
+    from tests.loader.conftest import ROOT
+
+    helps = [CliRunner().invoke(main, [*cmd, "--help"]).output for cmd in ([], ["run"])]
+    assert all("LOADER_DSN" in text and "PGPASSFILE" in text for text in helps)
+    readme = (ROOT / "README.md").read_text()
+    env_example = (ROOT / "deploy" / "loader.env.example").read_text()
+    assert "PGPASSFILE" in readme and "PGPASSFILE=" in env_example
+    # `--dsn` followed by a URI with user:password@ or by a password= key.
+    on_command_line = re.compile(
+        r"--dsn[ =]+['\"]?(\w+://[^\s'\"@/]*:[^\s'\"@/]+@|[^'\"]*password=)"
+    )
+    sh_blocks = "\n".join(re.findall(r"```sh\n(.*?)```", readme, re.S))
+    for text in (*helps, sh_blocks):
+        assert not on_command_line.search(text), on_command_line.search(text)
+    assert on_command_line.search("loader --dsn 'postgresql://user:pw@host/db' run")

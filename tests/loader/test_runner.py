@@ -12,6 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from loader.db import RUN_LOCK_KEY
+from loader.runner import OWN_LOCK_WAIT_S, own_lock_wait
 from loader.schema import init_db
 from scripts import pgserver
 from tests.loader.conftest import (
@@ -21,6 +23,7 @@ from tests.loader.conftest import (
     db_trades,
     expected_trades,
     loader_cmd,
+    run_loader,
     sealed,
 )
 from tests.loader.helpers import build_wal, trade_frame, write_segment
@@ -154,3 +157,108 @@ def test_continuous_run_with_a_corrupt_segment_still_exits_0_on_sigterm(
         child.kill()
     assert child.returncode == 0, stderr
     assert "is corrupt" in stderr
+
+
+def run_lock_holder(dsn: str) -> int | None:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND granted",
+            (RUN_LOCK_KEY,),
+        ).fetchone()
+    return row[0] if row else None
+
+
+def terminate(dsn: str, pid: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+
+
+def test_run_once_gives_up_on_an_unreachable_database_after_max_wait(tmp_path: Path) -> None:
+    dsn = f"host=127.0.0.1 port=1 user=u password={SECRET} dbname=x"
+    done = run_loader(dsn, "run", "--wal-dir", str(tmp_path), "--once", "--max-wait", "2")
+    assert done.returncode == 1
+    assert "stayed unavailable for 2 s (--max-wait)" in done.stderr
+    assert "Connection refused" in done.stderr or "connection" in done.stderr
+    assert SECRET not in done.stderr + done.stdout and "Traceback" not in done.stderr
+
+
+def test_run_waits_out_its_terminated_session_and_loads_on(db: str, wal_dir: Path) -> None:
+    write_segment(wal_dir, 0, [[trade_frame(1)]])
+    child = start_run(db, wal_dir)
+    try:
+        wait_until(lambda: committed_trades(db) == 1, "first segment")
+        old = run_lock_holder(db)
+        assert old is not None
+        terminate(db, old)
+        write_segment(wal_dir, 1, [[trade_frame(2)]])
+        wait_until(lambda: committed_trades(db) == 2, "the segment after the termination")
+        assert run_lock_holder(db) not in (None, old)
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=TIMEOUT_S)
+    finally:
+        child.kill()
+    assert child.returncode == 0, stderr
+    assert "database unavailable" in stderr
+
+
+def test_a_loader_that_lost_its_session_to_another_loader_exits_1(db: str, wal_dir: Path) -> None:
+    write_segment(wal_dir, 0, [[trade_frame(1)]])
+    first = start_run(db, wal_dir)
+    second = None
+    try:
+        wait_until(lambda: committed_trades(db) == 1, "first segment")
+        old = run_lock_holder(db)
+        assert old is not None
+        terminate(db, old)  # the first loader is idle: it notices at its next query
+        second = start_run(db, wal_dir)
+        wait_until(lambda: run_lock_holder(db) not in (None, old), "the second loader's lock")
+        write_segment(wal_dir, 1, [[trade_frame(2)]])  # the first one needs the database
+        _, stderr = first.communicate(timeout=TIMEOUT_S * 2)
+        assert first.returncode == 1, stderr
+        assert "another loader now holds the database" in stderr
+        assert "Traceback" not in stderr
+        wait_until(lambda: committed_trades(db) == 2, "the second loader loading on")
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=TIMEOUT_S)
+        assert second.returncode == 0
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+
+
+def test_our_own_previous_backend_is_waited_for_but_no_other_holder() -> None:
+    assert own_lock_wait(holder_pid=41, previous_pid=41, waited_s=0.0)
+    assert not own_lock_wait(holder_pid=41, previous_pid=41, waited_s=OWN_LOCK_WAIT_S)
+    assert not own_lock_wait(holder_pid=42, previous_pid=41, waited_s=0.0)
+    assert not own_lock_wait(holder_pid=None, previous_pid=41, waited_s=0.0)
+    assert not own_lock_wait(holder_pid=41, previous_pid=None, waited_s=0.0)
+
+
+def test_a_permanent_database_error_ends_run_with_exit_1_and_marks_nothing(
+    db: str, wal_dir: Path
+) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN PERFORM pg_sleep(5); RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER slow BEFORE INSERT ON trades FOR EACH ROW EXECUTE FUNCTION slow()"
+        )
+        conn.execute(f"ALTER DATABASE {conn.info.dbname} SET statement_timeout = '300ms'")
+    path = write_segment(wal_dir, 0, [[trade_frame(1)]])
+    child = start_run(db, wal_dir)  # a service, not --once: it must still end
+    try:
+        _, stderr = child.communicate(timeout=TIMEOUT_S * 2)
+    finally:
+        child.kill()
+    assert child.returncode == 1, stderr
+    assert "database error: canceling statement due to statement timeout" in stderr
+    assert "SQLSTATE 57014" in stderr and "Traceback" not in stderr
+    assert "database unavailable" not in stderr
+    with psycopg.connect(db) as conn:
+        row = conn.execute(
+            "SELECT status, offset_bytes, trades FROM wal_segments WHERE name = %s", (path.name,)
+        ).fetchone()
+    assert row in (None, ("loading", 0, 0))

@@ -40,7 +40,13 @@ def test_status_json_reports_segments_backlog_totals_and_corruption(db: str, wal
     done = run_loader(db, "status", "--wal-dir", str(wal_dir), "--json")
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
-    assert status["segments"] == {"loaded": 2, "loading": 0, "corrupt": 1, "pending": 2}
+    assert status["segments"] == {
+        "loaded": 2,
+        "loading": 0,
+        "corrupt": 1,
+        "unreadable": 0,
+        "pending": 2,
+    }
     assert status["backlog_segments"] == 2
     assert status["backlog_bytes"] == paths[3].stat().st_size + paths[4].stat().st_size
     assert status["oldest_unloaded_age_s"] > 0
