@@ -11,8 +11,9 @@ from loader.timescale import Mode, decide, inspect
 
 def test_migration_3_upgrades_a_v1_database_and_keeps_its_rows(fresh_db: str) -> None:
     with psycopg.connect(fresh_db) as conn:
+        plain = decide(inspect(conn), Mode.OFF)
         conn.execute(_SCHEMA_VERSION_TABLE)
-        _migration_1(conn, decide(inspect(conn), Mode.OFF))
+        _migration_1(conn, plain)
         conn.execute("INSERT INTO schema_version (version, timescaledb) VALUES (1, false)")
         conn.execute("INSERT INTO wal_segments (name, parser_version) VALUES ('a', 1)")
         conn.commit()

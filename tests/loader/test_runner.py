@@ -244,7 +244,7 @@ def test_a_permanent_database_error_ends_run_with_exit_1_and_marks_nothing(
             " $$ BEGIN PERFORM pg_sleep(5); RETURN NEW; END $$"
         )
         conn.execute(
-            "CREATE TRIGGER slow BEFORE INSERT ON trades FOR EACH ROW EXECUTE FUNCTION slow()"
+            "CREATE TRIGGER slow BEFORE INSERT ON trade_rows FOR EACH ROW EXECUTE FUNCTION slow()"
         )
         conn.execute(f"ALTER DATABASE {conn.info.dbname} SET statement_timeout = '300ms'")
     path = write_segment(wal_dir, 0, [[trade_frame(1)]])
