@@ -61,7 +61,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # event_type value; _TRADE_VALUE_RE finds the occurrences that are not followed so.
 TRADE_WORD = b"last_trade_price"
 _KEY_TAIL = rb'\\"(?:[ \t\r]|\\[nrt])*:'  # raw "\n" needs no place here: no line holds one
-_KEY_TAIL_RE = re.compile(_KEY_TAIL)
 _TRADE_VALUE_RE = re.compile(re.escape(TRADE_WORD) + b"(?!" + _KEY_TAIL + b")")
 _ESCAPE = b"\\u"
 _B64_KEY = b'"b64"'
@@ -231,14 +230,12 @@ def _lines_to_decode(data: bytes, *, others: bool) -> list[int]:
 
 
 def _find_trade_values(data: bytes, line_of: Callable[[int], int]) -> None:
-    """Mark every line where TRADE_WORD occurs not as a key."""
-    find, key_tail, size = data.find, _KEY_TAIL_RE.match, len(TRADE_WORD)
-    pos = find(TRADE_WORD)
-    while pos >= 0:
-        if key_tail(data, pos + size):
-            pos = find(TRADE_WORD, pos + size)
-        else:
-            pos = find(TRADE_WORD, line_of(pos))
+    """Mark every line where TRADE_WORD occurs not as a key (one regex pass in C: the
+    book events' keys are passed over there, not in Python)."""
+    end = -1
+    for match in _TRADE_VALUE_RE.finditer(data):
+        if match.start() > end:  # a line already marked needs no second look
+            end = line_of(match.start())
 
 
 def _find_escapes(data: bytes, line_of: Callable[[int], int]) -> None:

@@ -51,7 +51,7 @@ def _as_it_is_now(name: SegmentName, path: Path, look: Callable[[Path], T]) -> T
                 found = look(candidate)
         except FileNotFoundError:
             continue
-        if candidate.exists():  # not sealed or pruned while we looked
+        if not name.is_open or candidate.exists():  # still there: not sealed meanwhile
             return found
     return found
 
@@ -71,24 +71,33 @@ def ls_cmd(directory: Path, as_json: bool, deep: bool) -> None:
 
     Counts come from each sealed segment's seal record (its last zstd frame); a sealed
     segment whose seal cannot be read is shown as damaged."""
-    for name, path in list_segments(directory):
-        try:
-            info = _as_it_is_now(name, path, lambda p: summarize(p, deep=deep))
-        except SegmentChangedError as exc:
-            info = Summary(path.name, "changed", 0, None, None, f"{exc.offset}: {exc.cause}")
-        except OSError as exc:
-            info = Summary(path.name, "unread", 0, None, None, f"cannot read: {exc}")
-        if info is None:
-            _skipped(path, "listing")
-            continue
-        if as_json:
-            click.echo(json.dumps(info.as_dict()))
-        else:
-            click.echo(
-                f"{info.name}  {info.state:<7} {info.bytes:>12} B "
-                f"{_shown(info.records):>9} records {_shown(info.frames):>9} frames"
-                + (f"  ERROR: {info.error}" if info.error else "")
-            )
+    try:
+        out = sys.stdout  # written directly: click.echo flushes after every line
+        for name, path in list_segments(directory):
+            try:
+                info = _as_it_is_now(name, path, lambda p: summarize(p, deep=deep))
+            except SegmentChangedError as exc:
+                info = Summary(path.name, "changed", 0, None, None, f"{exc.offset}: {exc.cause}")
+            except OSError as exc:
+                info = Summary(path.name, "unread", 0, None, None, f"cannot read: {exc}")
+            if info is None:
+                _skipped(path, "listing")
+                continue
+            out.write(_ls_line(info, as_json))
+        out.flush()
+    except BrokenPipeError:  # `wal ls DIR | head`
+        sys.stderr.close()
+
+
+def _ls_line(info: Summary, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(info.as_dict()) + "\n"
+    return (
+        f"{info.name}  {info.state:<7} {info.bytes:>12} B "
+        f"{_shown(info.records):>9} records {_shown(info.frames):>9} frames"
+        + (f"  ERROR: {info.error}" if info.error else "")
+        + "\n"
+    )
 
 
 def _shown(count: int | None) -> str:

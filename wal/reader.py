@@ -13,6 +13,7 @@ disk error raises the OSError as it is, and memory holds one frame, not the file
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -73,7 +74,7 @@ class SegmentFile:
     """
 
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+        self.path = path if isinstance(path, Path) else Path(path)
         self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             st = os.fstat(self.fd)
@@ -163,7 +164,7 @@ class SegmentReader:
     """
 
     def __init__(self, path: Path | str, *, tolerate_torn_tail: bool | None = None) -> None:
-        self.path = Path(path)
+        self.path = path if isinstance(path, Path) else Path(path)
         if tolerate_torn_tail is None:
             tolerate_torn_tail = self.path.name.endswith(OPEN_SUFFIX)
         self.tolerant = tolerate_torn_tail
@@ -171,7 +172,7 @@ class SegmentReader:
         self.torn_cause: str | None = None
         self._start = 0
         self._file: SegmentFile | None = None
-        self._dctx = zstandard.ZstdDecompressor()
+        self._dctx = _decompressor()
 
     def batches(self, start_offset: int = 0) -> Iterator[Batch]:
         """Yield each batch from ``start_offset`` (which must be a frame boundary)."""
@@ -289,6 +290,18 @@ class SegmentReader:
         if not self.tolerant:
             raise CorruptSegmentError(self.path, offset, cause)
         self.torn_cause = f"at byte offset {offset}: {cause}"
+
+
+_per_thread = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor: one is not safe to share across threads, and making
+    one per segment costs more than reading a small segment."""
+    dctx: zstandard.ZstdDecompressor | None = getattr(_per_thread, "dctx", None)
+    if dctx is None:
+        dctx = _per_thread.dctx = zstandard.ZstdDecompressor()
+    return dctx
 
 
 def last_line_of(data: bytes) -> bytes:

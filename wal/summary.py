@@ -10,7 +10,7 @@ as ``wal verify`` does, and counts what is really there.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from wal import zframe
@@ -20,6 +20,9 @@ from wal.reader import ZSTD_FRAME_MAGIC, SegmentFile, SegmentReader, last_line_o
 from wal.records import count_frame_lines, count_lines, decode_line
 
 SEALED, OPEN, DAMAGED = "sealed", "open", "damaged"
+# Segments up to this size are read whole to walk their headers: one read instead of
+# one per block, and still little memory (a 5-minute segment is megabytes, not this).
+WHOLE_READ_BYTES = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class Summary:
     error: str | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def summarize(path: Path, *, deep: bool = False) -> Summary:
@@ -50,8 +53,10 @@ def summarize(path: Path, *, deep: bool = False) -> Summary:
 def _from_seal(path: Path) -> Summary:
     with SegmentFile(path) as f:
         size = len(f)
+        # A small segment is read whole (one read); a big one is walked header by header.
+        source: zframe.Buffer = f.read(0, size) if size <= WHOLE_READ_BYTES else f
         try:
-            last = _last_zstd_frame(f)
+            last = _last_zstd_frame(source, path)
             batch = SegmentReader(path, tolerate_torn_tail=False).read_frame(f, last)
         except CorruptSegmentError as exc:
             return _damaged(path.name, size, exc.offset, exc.cause)
@@ -68,19 +73,19 @@ def _from_seal(path: Path) -> Summary:
     return _damaged(path.name, size, last, cause)
 
 
-def _last_zstd_frame(f: SegmentFile) -> int:
+def _last_zstd_frame(source: zframe.Buffer, path: Path) -> int:
     """The offset of the last zstd (not skippable) frame, from frame headers only."""
     pos, last = 0, None
-    while pos < len(f):
+    while pos < len(source):
         try:
-            end, _ = zframe.frame_end(f, pos)
+            end, _ = zframe.frame_end(source, pos)
         except (zframe.Incomplete, zframe.Malformed) as exc:
-            raise CorruptSegmentError(f.path, pos, f"cannot walk frame headers: {exc}") from None
-        if f.read(pos, pos + 4) == ZSTD_FRAME_MAGIC:
+            raise CorruptSegmentError(path, pos, f"cannot walk frame headers: {exc}") from None
+        if source[pos : pos + 4] == ZSTD_FRAME_MAGIC:
             last = pos
         pos = end
     if last is None:
-        raise CorruptSegmentError(f.path, 0, "no zstd frame: no segment header, no seal")
+        raise CorruptSegmentError(path, 0, "no zstd frame: no segment header, no seal")
     return last
 
 
