@@ -7,6 +7,9 @@ measured in the same run.
 - ``mix_scan``: frames/s of the loader's scan (read, decompress, find and parse trades;
   no database) on a mix of ~5% trades and books/price changes, against bare zstd
   decompression of the same segments.
+- ``loader``: idle ``loader run`` CPU, ``loader status`` time and new-segment latency with
+  a year of ``wal_segments`` rows and 20,000 files, against schema v1's poll
+  (bench/archive_loader.py).
 
 Run as ``python -m bench.archive`` (or ``make bench``). Writes the ``archive`` section of
 bench/results.json. ``--segments`` and ``--mix-frames`` scale it down. More sections
@@ -36,6 +39,7 @@ from bench.loader import (  # noqa: E402
     trade_text,
     write_wal,
 )
+from bench import archive_loader  # noqa: E402
 from bench.results import write_section  # noqa: E402
 from loader.load import CURRENT_PARSER, read_batches  # noqa: E402
 from wal.naming import make_name  # noqa: E402
@@ -160,15 +164,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--segments", type=int, default=SEGMENTS)
     parser.add_argument("--mix-frames", type=int, default=MIX_FRAMES)
+    parser.add_argument("--rows", type=int, default=archive_loader.ROWS)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-archive-") as tmp:
         ls = wal_ls_section(Path(tmp), args.segments)
         scan = mix_scan_section(Path(tmp), args.mix_frames)
+    loader = archive_loader.run(args.rows, args.segments)
     write_section(
         "archive",
         {
             "wal_ls": ls,
             "mix_scan": scan,
+            "loader": loader,
             "baseline": scan["baseline"],
             "ratio": scan["ratio"],
             "ratio_means": "mix_scan: " + scan["ratio_means"],
