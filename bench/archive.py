@@ -32,14 +32,9 @@ import zstandard
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.loader import (  # noqa: E402
-    TRADE_SHARE,
-    book_text,
-    price_change_text,
-    trade_text,
-    write_wal,
-)
 from bench import archive_loader  # noqa: E402
+from bench.loader import write_wal  # noqa: E402
+from bench.mix import TRADE_SHARE, mix_texts, price_change_text  # noqa: E402
 from bench.results import write_section  # noqa: E402
 from loader.load import CURRENT_PARSER, read_batches  # noqa: E402
 from wal.naming import make_name  # noqa: E402
@@ -101,15 +96,6 @@ def wal_ls_section(tmp: Path, segments: int) -> dict[str, Any]:
         "ratio_means": "baseline seconds / wal ls seconds (higher is better)",
         "goal_seconds": GOAL_LS_S,
     }
-
-
-def mix_texts(count: int, seed: int = 1) -> list[str]:
-    rng = random.Random(seed)
-    makers = [price_change_text, book_text]
-    return [
-        trade_text(i, rng) if rng.random() < TRADE_SHARE else rng.choice(makers)(i, rng)
-        for i in range(count)
-    ]
 
 
 def scan_rate(paths: list[Path]) -> tuple[float, int, int]:

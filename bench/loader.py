@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.feed import frames  # noqa: E402
+from bench.mix import TRADE_SHARE, mix_texts  # noqa: E402
 from bench.results import write_section  # noqa: E402
 from loader.load import CURRENT_PARSER, DEFAULT_BATCH_TRADES, read_batches  # noqa: E402
 from loader.runner import Runner  # noqa: E402
@@ -44,7 +45,6 @@ TSDB_TRADES = 200_000  # (b) load rates: PGlite loads ~10x slower than PostgreSQ
 REPARSE_TRADES = 1_000_000  # (b) reparse: 1M trades in chunks of 200k
 REPARSE_DAYS = 5
 MIX_FRAMES = 600_000
-TRADE_SHARE = 0.05  # the "realistic mix": about 5% trades
 ASSETS = 2_000  # distinct tokens traded: a busy day's share of ~20,000 listed
 FRAMES_PER_SEGMENT = 100_000  # ~ a 5-minute segment at a busy hour
 BATCH_BYTES = 1 << 20  # the writer's default zstd frame size
@@ -162,7 +162,7 @@ def scan_rate(wal_dir: Path) -> tuple[float, int]:
 def postgres_section(work: Path, trades: int, mix_frames: int) -> dict[str, Any]:
     trades_dir, mix_dir = work / "trades", work / "mix"
     trades_bytes = trade_wal(trades_dir, trades)
-    write_wal(mix_dir, list(frames(mix_frames, seed=3, trade_share=TRADE_SHARE)))
+    write_wal(mix_dir, mix_texts(mix_frames))
     scan, scanned = scan_rate(mix_dir)
     datadir = Path(tempfile.mkdtemp(prefix="bench-pg-"))
     try:
