@@ -2,7 +2,7 @@
 
 (a) on the throwaway PostgreSQL 15: ``loader run`` trades/s from segments to committed
     rows, against a bare binary COPY of the same rows (parsed beforehand) into an
-    unindexed table (goal >= 0.15); and frames/s scanned on a realistic mix;
+    unindexed table (goal >= 0.15) (the scan of a realistic mix is in bench/archive.py);
 (b) on the TimescaleDB test server (PGlite, scripts/tsdbserver.py): trades/s into a
     hypertable against plain tables on the same server (goal >= 0.9); bytes per trade
     stored, uncompressed and compressed; ``reparse --all`` seconds per million trades on
@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.feed import frames  # noqa: E402
-from bench.mix import TRADE_SHARE, mix_texts  # noqa: E402
 from bench.results import write_section  # noqa: E402
 from loader.load import CURRENT_PARSER, DEFAULT_BATCH_TRADES, read_batches  # noqa: E402
 from loader.runner import Runner  # noqa: E402
@@ -44,7 +43,6 @@ TRADES = 1_000_000  # (a): real PostgreSQL
 TSDB_TRADES = 200_000  # (b) load rates: PGlite loads ~10x slower than PostgreSQL
 REPARSE_TRADES = 1_000_000  # (b) reparse: 1M trades in chunks of 200k
 REPARSE_DAYS = 5
-MIX_FRAMES = 600_000
 ASSETS = 2_000  # distinct tokens traded: a busy day's share of ~20,000 listed
 FRAMES_PER_SEGMENT = 100_000  # ~ a 5-minute segment at a busy hour
 BATCH_BYTES = 1 << 20  # the writer's default zstd frame size
@@ -150,20 +148,9 @@ def bare_copy_rate(dsn: str, wal_dir: Path) -> float:
     return len(rows) / elapsed
 
 
-def scan_rate(wal_dir: Path) -> tuple[float, int]:
-    scanned = 0
-    start = time.perf_counter()
-    for path in sorted(wal_dir.iterdir()):
-        for _end, result in read_batches(path, 0, CURRENT_PARSER):
-            scanned += result.frames
-    return scanned / (time.perf_counter() - start), scanned
-
-
-def postgres_section(work: Path, trades: int, mix_frames: int) -> dict[str, Any]:
-    trades_dir, mix_dir = work / "trades", work / "mix"
+def postgres_section(work: Path, trades: int) -> dict[str, Any]:
+    trades_dir = work / "trades"
     trades_bytes = trade_wal(trades_dir, trades)
-    write_wal(mix_dir, mix_texts(mix_frames))
-    scan, scanned = scan_rate(mix_dir)
     datadir = Path(tempfile.mkdtemp(prefix="bench-pg-"))
     try:
         dsn = pgserver.start(datadir)
@@ -185,9 +172,6 @@ def postgres_section(work: Path, trades: int, mix_frames: int) -> dict[str, Any]
         "ratio": round(rate / bare, 3),
         "ratio_means": "loader trades/s / bare COPY rows/s (goal >= 0.15; v1 0.05-0.09)",
         "goal_ratio": GOAL_BARE_RATIO,
-        "mix_frames": scanned,
-        "mix_trade_share": TRADE_SHARE,
-        "mix_scan_frames_per_s": round(scan),
         "postgres": "throwaway PostgreSQL 15 cluster, fsync off, schema v2 plain tables",
     }
 
@@ -271,13 +255,12 @@ def timescaledb_section(work: Path, trades: int, reparse_trades: int) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trades", type=int, default=TRADES)
-    parser.add_argument("--mix-frames", type=int, default=MIX_FRAMES)
     parser.add_argument("--tsdb-trades", type=int, default=TSDB_TRADES)
     parser.add_argument("--reparse-trades", type=int, default=REPARSE_TRADES)
     parser.add_argument("--skip-timescaledb", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
-        write_section("loader", postgres_section(Path(tmp), args.trades, args.mix_frames))
+        write_section("loader", postgres_section(Path(tmp), args.trades))
         if not args.skip_timescaledb:
             write_section(
                 "loader_timescaledb",

@@ -61,6 +61,21 @@ def run_loader(
     )
 
 
+def concurrent_init_db(dsn: str, count: int = 4) -> list[tuple[int, str, str]]:
+    """``count`` ``loader init-db`` processes started together: (exit code, stdout, stderr)."""
+    children = [
+        subprocess.Popen(
+            loader_cmd("--dsn", dsn, "init-db"),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    return [(c.wait(timeout=TIMEOUT_S * 6), *c.communicate()) for c in children]
+
+
 def db_trades(dsn: str) -> Counter[tuple[Any, ...]]:
     """The trades table as a multiset of rows (without segment_id)."""
     with psycopg.connect(dsn) as conn:

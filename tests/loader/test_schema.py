@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,9 @@ from loader.schema import LATEST_VERSION, MIGRATIONS, init_db
 from loader.timescale import Mode
 from tests.loader.conftest import (
     TRADE_COLUMNS,
+    concurrent_init_db,
     db_trades,
     expected_trades,
-    loader_cmd,
     run_loader,
     sealed,
 )
@@ -31,7 +30,6 @@ from tests.loader.helpers import (
     trade_frame,
     write_segment,
 )
-from tests.timeouts import TIMEOUT_S
 from wal import SegmentReader
 from wal.records import frame
 
@@ -123,17 +121,7 @@ def test_init_db_off_by_environment_makes_plain_tables(fresh_db: str) -> None:
 
 
 def test_four_concurrent_init_db_on_a_fresh_database_leave_one_schema(fresh_db: str) -> None:
-    children = [
-        subprocess.Popen(
-            loader_cmd("--dsn", fresh_db, "init-db"),
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
-    results = [(c.wait(timeout=TIMEOUT_S * 3), *c.communicate()) for c in children]
+    results = concurrent_init_db(fresh_db)
     assert [code for code, _, _ in results] == [0, 0, 0, 0], results
     applied = [out for _, out, _ in results if "migrations applied: 1, 2" in out]
     assert len(applied) == 1

@@ -9,7 +9,6 @@ loader process runs.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,9 @@ from loader.schema import DEFAULT_COMPRESS_AFTER, init_db
 from loader.timescale import Mode
 from tests.loader.conftest import (
     TRADE_COLUMNS,
+    concurrent_init_db,
     db_trades,
     expected_trades,
-    loader_cmd,
     run_loader,
     sealed,
 )
@@ -262,20 +261,9 @@ def test_plain_tables_made_with_off_become_a_hypertable_under_auto(
 
 
 def test_concurrent_init_db_on_timescaledb_all_succeed(tsdb_db: str) -> None:
-    children = [
-        subprocess.Popen(
-            loader_cmd("--dsn", tsdb_db, "init-db"),
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
-    codes = [c.wait(timeout=TIMEOUT_S * 6) for c in children]
-    outs = [c.communicate()[0] for c in children]
-    assert codes == [0, 0, 0, 0]
-    assert sum("migrations applied: 1, 2" in out for out in outs) == 1
+    results = concurrent_init_db(tsdb_db)
+    assert [code for code, _, _ in results] == [0, 0, 0, 0], results
+    assert sum("migrations applied: 1, 2" in out for _, out, _ in results) == 1
     with psycopg.connect(tsdb_db) as conn:
         jobs = conn.execute(
             "SELECT count(*) FROM timescaledb_information.jobs WHERE hypertable_name IN"
