@@ -17,7 +17,7 @@ from capture.config import Timing
 from capture.connection import Connection, OpenGate
 from tests.capture.helpers import DeafServer, ListSink, wait_for
 from tests.fakes.exchange import FakeExchange
-from tests.timeouts import TIMEOUT_S
+from tests.timeouts import TIMEOUT_S, scaled
 
 FAST = Timing(
     ping_interval_s=0.2,
@@ -253,9 +253,12 @@ async def test_an_unexpected_error_costs_one_session_not_the_connection(exchange
 
 
 async def test_stop_records_everything_sent_before_the_server_saw_our_close():
-    async with FakeExchange(assets=4, rate=0, seed=5, ping_timeout=2.0) as ex:  # flat out
+    # The watchdog is not under test: a flat-out stream on a busy machine can hold a PONG
+    # back for more than FAST's second.
+    timing = dataclasses.replace(FAST, pong_timeout_s=scaled(10))
+    async with FakeExchange(assets=4, rate=0, seed=5, ping_timeout=scaled(10)) as ex:  # flat out
         sink = ListSink()
-        conn = Connection(0, ex.ws_url, ex.tokens(), sink=sink, gate=OpenGate(0), timing=FAST)
+        conn = Connection(0, ex.ws_url, ex.tokens(), sink=sink, gate=OpenGate(0), timing=timing)
         task = asyncio.create_task(conn.run())
         await wait_for(lambda: conn.stats.frames > 2000)
         await conn.stop()  # returns once the server has closed: the drain is over
