@@ -55,6 +55,17 @@ BATCH_TRADES = click.option(
 )
 
 
+BOOKS = click.option(
+    "--books/--no-books",
+    envvar="LOADER_BOOKS",
+    show_envvar=True,
+    default=False,
+    show_default=True,
+    help="Also load the order-book tables (book_snapshots, price_changes, best_bid_ask, "
+    "tick_size_changes); switched on later, it backfills segments already loaded.",
+)
+
+
 class Interval(click.ParamType):
     """A duration such as ``7 days``, ``7d`` or ``12h``."""
 
@@ -183,8 +194,16 @@ def init_db(dsn: str | None, mode: str, compress_after: timedelta) -> None:
     show_default=True,
 )
 @BATCH_TRADES
+@BOOKS
 @click.pass_obj
-def run(dsn: str | None, wal_dir: Path, once: bool, poll_seconds: float, batch_trades: int) -> None:
+def run(
+    dsn: str | None,
+    wal_dir: Path,
+    once: bool,
+    poll_seconds: float,
+    batch_trades: int,
+    books: bool,
+) -> None:
     """Load sealed segments in order, continuously or until caught up (--once).
 
     --once exits 1 while any sealed segment in the WAL directory is corrupt in the
@@ -192,7 +211,7 @@ def run(dsn: str | None, wal_dir: Path, once: bool, poll_seconds: float, batch_t
     operator has restored and reparsed it.
     """
     with _errors(dsn), _stop_on_signals() as stop:
-        runner = Runner(dsn, wal_dir, stop=stop, batch_trades=batch_trades)
+        runner = Runner(dsn, wal_dir, stop=stop, batch_trades=batch_trades, books=books)
         try:
             report = runner.run(once=once, poll_s=poll_seconds)
         finally:
@@ -234,6 +253,7 @@ def run(dsn: str | None, wal_dir: Path, once: bool, poll_seconds: float, batch_t
     help=f"Segments loaded by a parser older than v{PARSER_VERSION}.",
 )
 @BATCH_TRADES
+@BOOKS
 @click.pass_obj
 def reparse(
     dsn: str | None,
@@ -242,6 +262,7 @@ def reparse(
     all_segments: bool,
     stale: bool,
     batch_trades: int,
+    books: bool,
 ) -> None:
     """Reload segments with the current parser (delete + load, one transaction each).
 
@@ -256,7 +277,7 @@ def reparse(
     except SegmentNameError as exc:
         raise click.BadParameter(str(exc), param_hint="--segment") from None
     with _errors(dsn), _stop_on_signals() as stop:
-        runner = Runner(dsn, wal_dir, stop=stop, batch_trades=batch_trades)
+        runner = Runner(dsn, wal_dir, stop=stop, batch_trades=batch_trades, books=books)
         try:
             names = named or runner.stale_names(all_segments=all_segments)
             report = _reparse(runner, names)

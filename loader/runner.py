@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from loader import db, hypertables, status, store
+from loader.bookload import backfill_books
 from loader.errors import (
     ConcurrentLoadError,
     LoaderBusyError,
@@ -82,7 +83,9 @@ class Runner:
         stop: threading.Event,
         parser: Parser = CURRENT_PARSER,
         batch_trades: int = DEFAULT_BATCH_TRADES,
+        books: bool = False,
     ) -> None:
+        self.books = books  # also load the book tables, backfilling loaded segments
         self.dsn = dsn
         self.wal_dir = wal_dir
         self.stop = stop
@@ -172,9 +175,7 @@ class Runner:
         conn = self._connection(lock=True)
         states = store.all_states(conn)
         conn.commit()
-        loader = SegmentLoader(
-            conn, stop=self.stop, parser=self.parser, batch_trades=self.batch_trades
-        )
+        loader = self._loader(conn)
         for path in list_sealed(self.wal_dir):
             state = states.get(path.name)
             if self.stop.is_set() or (state is not None and state.status != "loading"):
@@ -197,6 +198,8 @@ class Runner:
                     outcome.trades,
                     outcome.parse_errors,
                 )
+        if self.books and not self.stop.is_set():
+            backfill_books(conn, loader, self.wal_dir)
 
     def _reload(self, name: str) -> Outcome:
         path = self.wal_dir / sealed_segment_name(name)
@@ -207,10 +210,16 @@ class Runner:
             )
         conn = self._connection(lock=False)
         state = store.ensure_segment(conn, name, self.parser.version)
-        loader = SegmentLoader(
-            conn, stop=self.stop, parser=self.parser, batch_trades=self.batch_trades
+        return self._loader(conn).reload(path, state)
+
+    def _loader(self, conn: psycopg.Connection) -> SegmentLoader:
+        return SegmentLoader(
+            conn,
+            stop=self.stop,
+            parser=self.parser,
+            batch_trades=self.batch_trades,
+            books=self.books,
         )
-        return loader.reload(path, state)
 
     def _connection(self, *, lock: bool) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:

@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 
-from loader import hypertables, keys, timescale
+from loader import bookschema, hypertables, keys, timescale
 from loader.errors import SchemaError, TokenKeyCollision
 from loader.hypertables import Setup
 from loader.timescale import Mode, Plan
@@ -214,6 +214,7 @@ def _copy_v1_rows(conn: psycopg.Connection) -> None:
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _migration_1),
     (2, _migration_2),
+    (3, bookschema.migration),  # order books and market metadata
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,128 +11,26 @@ from hypothesis import strategies as st
 
 from loader.books import BookResult, parse_book_event, parse_books, scan_books
 from loader.parse import scan_batch
+from tests.loader.bookhelpers import TABLES, events_of, expected_rows
 from tests.loader.helpers import BASE_MS, BASE_NS, real_frames, trade_event
 from wal.records import encode_record, frame, seal, segment_header
 
 
-def _ts(ms: str) -> datetime:
-    return datetime.fromtimestamp(int(ms) / 1000, UTC)
-
-
-def _received(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns // 1000 / 1_000_000, UTC)
-
-
-def _f(value: str | None) -> float | None:
-    return None if value in (None, "") else float(value)
-
-
-def expected_rows(event: dict[str, Any], ns: int) -> dict[str, list[tuple[Any, ...]]]:
-    """The rows an event must give, read off the event itself (not by the parser)."""
-    out: dict[str, list[tuple[Any, ...]]] = {
-        "snapshots": [],
-        "changes": [],
-        "quotes": [],
-        "ticks": [],
-    }
-    kind, rec = event.get("event_type"), _received(ns)
-    if kind == "book":
-        bids = sorted(((float(x["price"]), float(x["size"])) for x in event["bids"]), reverse=True)
-        asks = sorted((float(x["price"]), float(x["size"])) for x in event["asks"])
-        out["snapshots"].append(
-            (
-                _ts(event["timestamp"]),
-                event["asset_id"],
-                event["market"],
-                [p for p, _ in bids],
-                [s for _, s in bids],
-                [p for p, _ in asks],
-                [s for _, s in asks],
-                event.get("hash"),
-                rec,
-            )
-        )
-    elif kind == "price_change":
-        if "price_changes" in event:
-            entries = [
-                (c, _f(c.get("best_bid")), _f(c.get("best_ask"))) for c in event["price_changes"]
-            ]
-        elif "changes" in event:
-            entries = [
-                ({**c, "asset_id": event["asset_id"], "hash": event["hash"]}, None, None)
-                for c in event["changes"]
-            ]
-        else:
-            entries = [(event, None, None)]
-        for c, bid, ask in entries:
-            out["changes"].append(
-                (
-                    _ts(event["timestamp"]),
-                    c["asset_id"],
-                    event["market"],
-                    c["side"],
-                    float(c["price"]),
-                    float(c["size"]),
-                    bid,
-                    ask,
-                    c.get("hash"),
-                    rec,
-                )
-            )
-    elif kind == "best_bid_ask":
-        out["quotes"].append(
-            (
-                _ts(event["timestamp"]),
-                event["asset_id"],
-                event["market"],
-                _f(event["best_bid"]),
-                _f(event["best_ask"]),
-                _f(event["spread"]),
-                rec,
-            )
-        )
-    elif kind == "tick_size_change":
-        out["ticks"].append(
-            (
-                _ts(event["timestamp"]),
-                event["asset_id"],
-                event["market"],
-                _f(event["old_tick_size"]),
-                float(event["new_tick_size"]),
-                rec,
-            )
-        )
-    return out
-
-
 def _as_tuples(result: BookResult) -> dict[str, list[tuple[Any, ...]]]:
     return {
-        "snapshots": [tuple(r) for r in result.snapshots],
-        "changes": [tuple(r) for r in result.changes],
-        "quotes": [tuple(r) for r in result.quotes],
-        "ticks": [tuple(r) for r in result.ticks],
+        "book_snapshots": [tuple(r) for r in result.snapshots],
+        "price_changes": [tuple(r) for r in result.changes],
+        "best_bid_ask": [tuple(r) for r in result.quotes],
+        "tick_size_changes": [tuple(r) for r in result.ticks],
     }
-
-
-def _events(text: str) -> list[dict[str, Any]]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return []
-    return [value] if isinstance(value, dict) else [e for e in value if isinstance(e, dict)]
 
 
 @pytest.mark.parametrize("index", range(len(real_frames())))
 def test_every_real_frame_gives_its_book_rows_field_by_field(index: int) -> None:
     text = real_frames()[index]["frame"]
     record = frame(BASE_NS, 0, index, text)
-    want: dict[str, list[tuple[Any, ...]]] = {
-        "snapshots": [],
-        "changes": [],
-        "quotes": [],
-        "ticks": [],
-    }
-    for event in _events(text):
+    want: dict[str, list[tuple[Any, ...]]] = {table: [] for table in TABLES}
+    for event in events_of(text):
         for table, rows in expected_rows(event, BASE_NS).items():
             want[table].extend(rows)
     result = parse_books(record)
@@ -144,7 +41,7 @@ def test_every_real_frame_gives_its_book_rows_field_by_field(index: int) -> None
 def test_real_frames_hold_every_book_event_type_and_both_price_change_formats() -> None:
     kinds = set()
     for item in real_frames():
-        for event in _events(item["frame"]):
+        for event in events_of(item["frame"]):
             kind = event.get("event_type")
             if kind == "price_change":
                 kind += "/new" if "price_changes" in event else "/old"
