@@ -22,7 +22,7 @@ import click
 import psycopg
 from psycopg import conninfo
 
-from loader import db, schema, status
+from loader import bookview, db, schema, status
 from loader.errors import LoaderError, SegmentNameError
 from loader.load import DEFAULT_BATCH_TRADES, Outcome
 from loader.parse import PARSER_VERSION
@@ -349,6 +349,31 @@ def prunable_cmd(
         paths = status.prunable(conn, wal_dir, older_than.total_seconds(), backup=backup)
     for path in paths:
         click.echo(str(path))
+
+
+@main.command("book")
+@SUB_DSN
+@click.argument("token")
+@click.option("--at", "at", required=True, help="ISO 8601 time (UTC if no offset) or epoch ms.")
+@click.option("--depth", type=click.IntRange(min=1), help="Levels per side (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.pass_obj
+def book_cmd(dsn: str | None, token: str, at: str, depth: int | None, as_json: bool) -> None:
+    """The order book of TOKEN at a moment: the last snapshot at or before --at with every
+    price change after it applied (needs book tables, `loader run --books`)."""
+    try:
+        moment = bookview.parse_time(at)
+    except ValueError:
+        raise click.BadParameter(
+            f"{at!r} is not an ISO 8601 time or epoch ms", param_hint="--at"
+        ) from None
+    with _errors(dsn), db.connect(dsn) as conn:
+        db.require_schema(conn)
+        book = bookview.book_at(conn, token, moment)
+    if as_json:
+        click.echo(json.dumps(book.to_dict(depth), sort_keys=True))
+    else:
+        click.echo(bookview.render(book, depth))
 
 
 def _reparse(runner: Runner, names: list[str]) -> RunReport:
