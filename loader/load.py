@@ -19,11 +19,12 @@ from pathlib import Path
 
 import psycopg
 
-from loader import bookstore, store
+from loader import bookstore, marketstore, store
 from loader.books import BookResult, scan_books
 from loader.bookstore import BookPending
 from loader.db import Stopped
 from loader.errors import ConcurrentLoadError
+from loader.markets import MarketObservation, scan_markets
 from loader.parse import PARSER_VERSION, BatchResult, ParseError, TradeRow, scan_batch
 from loader.prefetch import Prefetch
 from loader.store import Pending, SegmentState
@@ -79,6 +80,7 @@ def read_batches(path: Path, start: int, parser: Parser) -> Iterator[tuple[int, 
             raise CorruptSegmentError(
                 path, batch.offset, f"a line is not a record: {exc}"
             ) from None
+        result.markets = scan_markets(batch.data)
         yield batch.end, result
 
 
@@ -94,6 +96,7 @@ def read_book_batches(path: Path, start: int, parser: Parser) -> Iterator[tuple[
             raise CorruptSegmentError(
                 path, batch.offset, f"a line is not a record: {exc}"
             ) from None
+        result[0].markets = scan_markets(batch.data)
         yield batch.end, result
 
 
@@ -119,6 +122,8 @@ class SegmentLoader:
         self.keys = store.KeyBook()
         self._logged = 0
         self._logged_books = 0
+        self._markets: list[MarketObservation] = []  # of the open transaction
+        self._reset_markets: set[str] = set()  # markets a reparse's DELETE touched
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -128,6 +133,7 @@ class SegmentLoader:
                 yield
         except BaseException:
             self.keys.discard()
+            self._markets, self._reset_markets = [], set()
             raise
         self.keys.confirm()
 
@@ -165,6 +171,7 @@ class SegmentLoader:
         with self._transaction():
             current = store.lock_segment(self.conn, state.id)
             store.reset_segment(self.conn, current, self.parser.version)
+            self._reset_markets = marketstore.reset(self.conn, state.id)
             if self.books:
                 return self._reload_with_books(path, state)
             with (
@@ -194,6 +201,7 @@ class SegmentLoader:
             for end, result in batches:
                 write(result.rows)
                 pending.add(end, result)
+                self._markets.extend(result.markets)
                 self._log_errors(result.errors)
                 frames += 1
                 if bounded and (
@@ -212,6 +220,8 @@ class SegmentLoader:
     def _record(
         self, segment_id: int, pending: Pending, status: str, error: tuple[int, str] | None
     ) -> None:
+        marketstore.write(self.conn, segment_id, self._markets, self._reset_markets)
+        self._markets, self._reset_markets = [], set()
         store.record_progress(
             self.conn,
             segment_id,
@@ -339,6 +349,7 @@ class SegmentLoader:
         try:
             for end, (result, book_result) in batches:
                 trades.extend(result.rows)
+                self._markets.extend(result.markets)
                 buffer.extend(book_result)
                 pending.add(end, result)
                 books.add(end, book_result)
