@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 
-from loader import bookschema, hypertables, keys, timescale
+from loader import bookhypertables, bookschema, hypertables, keys, timescale
 from loader.errors import SchemaError, TokenKeyCollision
 from loader.hypertables import Setup
 from loader.timescale import Mode, Plan
@@ -258,6 +258,8 @@ def init_db(
         current = max(done | set(applied), default=0)
         if current >= 2:
             setup = hypertables.converge(conn, plan, compress_after, chunk_interval)
+        if current >= 3:
+            bookhypertables.converge(conn, plan, compress_after, chunk_interval)
         else:
             setup = Setup(plan.timescaledb, plan.compression, False)
     log.info("schema version %d: %s", current, setup.describe())
