@@ -258,8 +258,14 @@ def main() -> None:
     parser.add_argument("--tsdb-trades", type=int, default=TSDB_TRADES)
     parser.add_argument("--reparse-trades", type=int, default=REPARSE_TRADES)
     parser.add_argument("--skip-timescaledb", action="store_true")
+    parser.add_argument("--books-only", action="store_true", help="only the books section")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
+        from bench.books import books_section  # it imports this module's helpers
+
+        write_section("loader_books", books_section(Path(tmp)))
+        if args.books_only:
+            return
         write_section("loader", postgres_section(Path(tmp), args.trades))
         if not args.skip_timescaledb:
             write_section(

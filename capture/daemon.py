@@ -7,6 +7,7 @@ stop was requested (SIGTERM/SIGINT or ``request_stop``) and everything is sealed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from capture.notify import Notifier
 from capture.shard import Shards
 from capture.signals import handled_signals
 from capture.status import write_status
-from wal import FileOps, Hooks, Policy, WalFatalError, WalWriteError, WalWriter
+from wal import FileOps, Hooks, Policy, WalError, WalFatalError, WalWriteError, WalWriter
 from wal.fsutil import REAL_OPS
 from wal.policy import DEFAULT_BATCH_BYTES
 
@@ -61,6 +62,7 @@ class Daemon:
         self.shards = Shards(config.max_assets_per_conn)
         self.connections: dict[int, Connection] = {}
         self.writer: WalWriter | None = None
+        self._market_log = discovery.MarketLog(self._append)  # meta records of Gamma markets
         self.metrics: Metrics | None = None
         self.started_ns = time.time_ns()
         self._static = list(dict.fromkeys(config.assets))
@@ -149,7 +151,7 @@ class Daemon:
 
     async def refresh_discovery(self) -> bool:
         try:
-            tokens = await discovery.discover(self.config.gamma_url)
+            tokens = await discovery.discover(self.config.gamma_url, self._record_markets)
         except DiscoveryError as exc:
             log.error("%s", exc)
             return False
@@ -160,6 +162,17 @@ class Daemon:
         log.info("discovery: %d tokens of open markets", len(tokens))
         self.reconcile()
         return True
+
+    def _append(self, record: dict[str, Any]) -> int:
+        assert self.writer is not None
+        return self.writer.append(record)
+
+    def _record_markets(self, source: str, markets: object) -> None:
+        """Gamma's market objects into the WAL as ``meta`` records, new or changed only
+        (called from the discovery thread; the writer takes records from any thread)."""
+        if self.writer is not None:
+            with contextlib.suppress(WalError):  # closing or dead: the loop reports it
+                self._market_log.observe(source, markets)
 
     # ----- running -----
 

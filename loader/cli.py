@@ -22,7 +22,7 @@ import click
 import psycopg
 from psycopg import conninfo
 
-from loader import db, schema, status
+from loader import bookview, db, schema, status
 from loader.errors import LoaderError, SegmentNameError
 from loader.load import DEFAULT_BATCH_TRADES, Outcome
 from loader.parse import PARSER_VERSION
@@ -54,6 +54,17 @@ BATCH_TRADES = click.option(
     default=DEFAULT_BATCH_TRADES,
     show_default=True,
     help="Trades per transaction.",
+)
+
+
+BOOKS = click.option(
+    "--books/--no-books",
+    envvar="LOADER_BOOKS",
+    show_envvar=True,
+    default=False,
+    show_default=True,
+    help="Also load the order-book tables (book_snapshots, price_changes, best_bid_ask, "
+    "tick_size_changes); switched on later, it backfills segments already loaded.",
 )
 
 
@@ -205,6 +216,7 @@ def init_db(dsn: str | None, mode: str, compress_after: timedelta) -> None:
     hidden=True,  # for tests: first wait before an unreadable segment is read again
 )
 @BATCH_TRADES
+@BOOKS
 @click.pass_obj
 def run(
     dsn: str | None,
@@ -214,6 +226,7 @@ def run(
     max_wait: float,
     unreadable_retry_seconds: float,
     batch_trades: int,
+    books: bool,
 ) -> None:
     """Load sealed segments in order, continuously or until caught up (--once).
 
@@ -229,6 +242,7 @@ def run(
             batch_trades=batch_trades,
             max_wait_s=max_wait if once else None,
             unreadable_retry_s=unreadable_retry_seconds,
+            books=books,
         )
         try:
             report = runner.run(once=once, poll_s=poll_seconds)
@@ -273,6 +287,7 @@ def run(
     help=f"Segments loaded by a parser older than v{PARSER_VERSION}.",
 )
 @BATCH_TRADES
+@BOOKS
 @click.pass_obj
 def reparse(
     dsn: str | None,
@@ -281,6 +296,7 @@ def reparse(
     all_segments: bool,
     stale: bool,
     batch_trades: int,
+    books: bool,
 ) -> None:
     """Reload segments with the current parser (delete + load, one transaction each).
 
@@ -295,7 +311,7 @@ def reparse(
     except SegmentNameError as exc:
         raise click.BadParameter(str(exc), param_hint="--segment") from None
     with _errors(dsn), _stop_on_signals() as stop:
-        runner = Runner(dsn, wal_dir, stop=stop, batch_trades=batch_trades)
+        runner = Runner(dsn, wal_dir, stop=stop, batch_trades=batch_trades, books=books)
         try:
             names = named or runner.stale_names(all_segments=all_segments)
             report = _reparse(runner, names)
@@ -367,6 +383,31 @@ def prunable_cmd(
         paths = status.prunable(conn, wal_dir, older_than.total_seconds(), backup=backup)
     for path in paths:
         click.echo(str(path))
+
+
+@main.command("book")
+@SUB_DSN
+@click.argument("token")
+@click.option("--at", "at", required=True, help="ISO 8601 time (UTC if no offset) or epoch ms.")
+@click.option("--depth", type=click.IntRange(min=1), help="Levels per side (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.pass_obj
+def book_cmd(dsn: str | None, token: str, at: str, depth: int | None, as_json: bool) -> None:
+    """The order book of TOKEN at a moment: the last snapshot at or before --at with every
+    price change after it applied (needs book tables, `loader run --books`)."""
+    try:
+        moment = bookview.parse_time(at)
+    except ValueError:
+        raise click.BadParameter(
+            f"{at!r} is not an ISO 8601 time or epoch ms", param_hint="--at"
+        ) from None
+    with _errors(dsn), db.connect(dsn) as conn:
+        db.require_schema(conn)
+        book = bookview.book_at(conn, token, moment)
+    if as_json:
+        click.echo(json.dumps(book.to_dict(depth), sort_keys=True))
+    else:
+        click.echo(bookview.render(book, depth))
 
 
 def _reparse(runner: Runner, names: list[str]) -> RunReport:

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from loader.bookschema import BOOK_TABLES
 from loader.timescale import Plan
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,8 @@ SELECT format('%I.%I', c.schema_name, c.table_name),
   FROM _timescaledb_catalog.chunk c
   JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
   JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id
- WHERE h.table_name = '{TRADES_TABLE}' AND NOT c.dropped
+ WHERE h.table_name IN ('{TRADES_TABLE}', {", ".join(f"'{t}'" for t in BOOK_TABLES)})
+   AND NOT c.dropped
    AND c.status & {8} <> 0  -- CHUNK_STATUS_COMPRESSED_PARTIAL
  ORDER BY c.id"""
 

@@ -19,8 +19,12 @@ from pathlib import Path
 
 import psycopg
 
-from loader import store
+from loader import bookstore, marketstore, store
+from loader.books import BookResult, scan_books
+from loader.bookstore import BookPending
 from loader.db import Stopped
+from loader.errors import ConcurrentLoadError
+from loader.markets import MarketObservation, scan_markets
 from loader.parse import PARSER_VERSION, BatchResult, ParseError, TradeRow, scan_batch
 from loader.prefetch import Prefetch
 from loader.store import Pending, SegmentState
@@ -33,6 +37,9 @@ DEFAULT_BATCH_TRADES = 20_000  # trades per transaction; see bench/loader.py
 # advances its committed offset (and a crash re-reads little).
 MAX_FRAMES_PER_TXN = 2_000
 MAX_LOGGED_ERRORS = 5  # invalid trades logged per segment; the rest are only counted
+# Book rows per transaction with --books: they are buffered until the trades' COPY is
+# done (one COPY at a time per connection); 100k rows are ~20 MB of Python objects.
+DEFAULT_BATCH_BOOK_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class Parser:
 
     version: int = PARSER_VERSION
     scan: Callable[..., BatchResult] = scan_batch
+    scan_books: Callable[..., tuple[BatchResult, BookResult]] = scan_books
 
 
 CURRENT_PARSER = Parser()
@@ -72,6 +80,23 @@ def read_batches(path: Path, start: int, parser: Parser) -> Iterator[tuple[int, 
             raise CorruptSegmentError(
                 path, batch.offset, f"a line is not a record: {exc}"
             ) from None
+        result.markets = scan_markets(batch.data)
+        yield batch.end, result
+
+
+Both = tuple[BatchResult, BookResult]
+
+
+def read_book_batches(path: Path, start: int, parser: Parser) -> Iterator[tuple[int, Both]]:
+    """As :func:`read_batches`, with each frame's trades and book rows."""
+    for batch in SegmentReader(path, tolerate_torn_tail=False).batches(start):
+        try:
+            result = parser.scan_books(batch.data, segment=path.name, offset=batch.offset)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CorruptSegmentError(
+                path, batch.offset, f"a line is not a record: {exc}"
+            ) from None
+        result[0].markets = scan_markets(batch.data)
         yield batch.end, result
 
 
@@ -85,13 +110,20 @@ class SegmentLoader:
         stop: threading.Event,
         parser: Parser = CURRENT_PARSER,
         batch_trades: int = DEFAULT_BATCH_TRADES,
+        books: bool = False,
+        batch_book_rows: int = DEFAULT_BATCH_BOOK_ROWS,
     ) -> None:
         self.conn = conn
         self.stop = stop
         self.parser = parser
         self.batch_trades = batch_trades
+        self.books = books
+        self.batch_book_rows = batch_book_rows
         self.keys = store.KeyBook()
         self._logged = 0
+        self._logged_books = 0
+        self._markets: list[MarketObservation] = []  # of the open transaction
+        self._reset_markets: set[str] = set()  # markets a reparse's DELETE touched
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -101,12 +133,15 @@ class SegmentLoader:
                 yield
         except BaseException:
             self.keys.discard()
+            self._markets, self._reset_markets = [], set()
             raise
         self.keys.confirm()
 
     def load(self, path: Path, state: SegmentState) -> Outcome:
         """Continue ``path`` from its committed offset to its end (or a stop)."""
         self._logged = 0
+        if self.books:
+            return self._load_with_books(path, state)
         with Prefetch(read_batches(path, state.offset_bytes, self.parser)) as ahead:
             return self._load(path, state, iter(ahead))
 
@@ -131,11 +166,14 @@ class SegmentLoader:
 
     def reload(self, path: Path, state: SegmentState) -> Outcome:
         """Delete the segment's trades and load it again from byte 0, in one transaction."""
-        self._logged = 0
+        self._logged = self._logged_books = 0
         pending = Pending(end=0)
         with self._transaction():
             current = store.lock_segment(self.conn, state.id)
             store.reset_segment(self.conn, current, self.parser.version)
+            self._reset_markets = marketstore.reset(self.conn, state.id)
+            if self.books:
+                return self._reload_with_books(path, state)
             with (
                 Prefetch(read_batches(path, 0, self.parser)) as ahead,
                 store.trade_copy(self.conn, state.id, self.keys) as write,
@@ -163,6 +201,7 @@ class SegmentLoader:
             for end, result in batches:
                 write(result.rows)
                 pending.add(end, result)
+                self._markets.extend(result.markets)
                 self._log_errors(result.errors)
                 frames += 1
                 if bounded and (
@@ -181,6 +220,8 @@ class SegmentLoader:
     def _record(
         self, segment_id: int, pending: Pending, status: str, error: tuple[int, str] | None
     ) -> None:
+        marketstore.write(self.conn, segment_id, self._markets, self._reset_markets)
+        self._markets, self._reset_markets = [], set()
         store.record_progress(
             self.conn,
             segment_id,
@@ -189,6 +230,166 @@ class SegmentLoader:
             parser_version=self.parser.version,
             error=error,
         )
+
+    # --- with --books: trades and book rows of the same frames in one transaction ---
+
+    def _load_with_books(self, path: Path, state: SegmentState) -> Outcome:
+        if not self.backfill(path, state.id):
+            return Outcome(path.name, "stopped")
+        committed, total = state.offset_bytes, Pending(end=state.offset_bytes)
+        with Prefetch(read_book_batches(path, committed, self.parser)) as ahead:
+            batches = iter(ahead)
+            while True:
+                pending, books = Pending(end=committed), BookPending(end=committed)
+                with self._transaction():
+                    store.check_unchanged(store.lock_segment(self.conn, state.id), committed)
+                    _check_books(bookstore.lock_books(self.conn, state.id), committed)
+                    status, error = self._fill_both(batches, state.id, pending, books, True)
+                    self._record(state.id, pending, status, error)
+                    bookstore.record_books(self.conn, state.id, books)
+                committed = pending.end
+                _merge(total, pending)
+                if status != "loading" or self.stop.is_set():
+                    break
+        if status == "loading":
+            status = "stopped"
+        return _outcome(path, status, total, error)
+
+    def _reload_with_books(self, path: Path, state: SegmentState) -> Outcome:
+        """The rest of ``reload`` with --books, inside its transaction."""
+        pending, books = Pending(end=0), BookPending(end=0)
+        bookstore.reset_books(self.conn, bookstore.lock_books(self.conn, state.id))
+        with Prefetch(read_book_batches(path, 0, self.parser)) as ahead:
+            status, error = self._fill_both(iter(ahead), state.id, pending, books, False)
+        self._record(state.id, pending, status, error)
+        bookstore.record_books(self.conn, state.id, books)
+        return _outcome(path, status, pending, error)
+
+    def backfill(self, path: Path, segment_id: int) -> bool:
+        """Load the book rows of frames whose trades are loaded but whose book rows are
+        not (--books switched on later), in transactions that move ``books_offset``.
+        Returns False when stopped before catching up."""
+        self._logged_books = 0
+        with self._transaction():
+            state = bookstore.lock_books(self.conn, segment_id)
+        if state.books_offset >= state.offset_bytes:
+            return True
+        log.info(
+            "segment %s: loading book rows from byte %d to %d (backfill)",
+            path.name,
+            state.books_offset,
+            state.offset_bytes,
+        )
+        committed = state.books_offset
+        with Prefetch(read_book_batches(path, committed, self.parser)) as ahead:
+            batches = iter(ahead)
+            while True:
+                books = BookPending(end=committed)
+                with self._transaction():
+                    state = bookstore.lock_books(self.conn, segment_id)
+                    _check_books(state, committed)
+                    done = self._fill_books(batches, segment_id, books, state.offset_bytes)
+                    bookstore.record_books(self.conn, segment_id, books)
+                committed = books.end
+                if done:
+                    return True
+                if self.stop.is_set():
+                    return False
+
+    def _fill_books(
+        self, batches: Iterator[tuple[int, Both]], segment_id: int, books: BookPending, limit: int
+    ) -> bool:
+        """Book rows only, up to byte ``limit``; True when it is reached."""
+        if books.end >= limit:
+            return True
+        buffer, frames = BookResult(), 0
+        try:
+            for end, (_trades, result) in batches:
+                buffer.extend(result)
+                books.add(end, result)
+                self._log_book_errors(result.errors)
+                frames += 1
+                if end >= limit:
+                    break
+                if (
+                    buffer.rows >= self.batch_book_rows
+                    or frames >= MAX_FRAMES_PER_TXN
+                    or self.stop.is_set()
+                ):
+                    bookstore.copy_books(self.conn, segment_id, self.keys, buffer)
+                    return False
+        except CorruptSegmentError as exc:  # changed since its trades were loaded
+            log.error("segment %s is corrupt before its loaded offset: %s", exc.path.name, exc)
+        bookstore.copy_books(self.conn, segment_id, self.keys, buffer)
+        return True
+
+    def _fill_both(
+        self,
+        batches: Iterator[tuple[int, Both]],
+        segment_id: int,
+        pending: Pending,
+        books: BookPending,
+        bounded: bool,
+    ) -> tuple[str, tuple[int, str] | None]:
+        """As :meth:`_fill`, buffering trades and book rows and copying them in turn."""
+        trades: list[TradeRow] = []
+        buffer = BookResult()
+
+        def flush() -> None:
+            nonlocal buffer
+            if trades:
+                with store.trade_copy(self.conn, segment_id, self.keys) as write:
+                    write(trades)
+                trades.clear()
+            if buffer.rows:
+                bookstore.copy_books(self.conn, segment_id, self.keys, buffer)
+                buffer = BookResult()
+
+        frames = 0
+        try:
+            for end, (result, book_result) in batches:
+                trades.extend(result.rows)
+                self._markets.extend(result.markets)
+                buffer.extend(book_result)
+                pending.add(end, result)
+                books.add(end, book_result)
+                self._log_errors(result.errors)
+                self._log_book_errors(book_result.errors)
+                frames += 1
+                if bounded and (
+                    pending.trades >= self.batch_trades
+                    or books.rows >= self.batch_book_rows
+                    or frames >= MAX_FRAMES_PER_TXN
+                    or self.stop.is_set()
+                ):
+                    flush()
+                    return "loading", None
+                if not bounded and self.stop.is_set():
+                    raise Stopped()
+                if len(trades) + buffer.rows >= self.batch_book_rows:
+                    flush()
+        except CorruptSegmentError as exc:
+            log.error("segment %s is corrupt: %s", exc.path.name, exc)
+            flush()
+            return "corrupt", (exc.offset, exc.cause)
+        flush()
+        return "loaded", None
+
+    def _log_book_errors(self, errors: list[ParseError]) -> None:
+        for err in errors:
+            if self._logged_books >= MAX_LOGGED_ERRORS:
+                return
+            self._logged_books += 1
+            log.warning(
+                "invalid book event in %s at byte offset %d: %s; event %s%s",
+                err.segment,
+                err.offset,
+                err.reason,
+                err.event,
+                " (further invalid book events in this segment are only counted)"
+                if self._logged_books == MAX_LOGGED_ERRORS
+                else "",
+            )
 
     def _log_errors(self, errors: list[ParseError]) -> None:
         for err in errors:
@@ -205,6 +406,15 @@ class SegmentLoader:
                 if self._logged == MAX_LOGGED_ERRORS
                 else "",
             )
+
+
+def _check_books(state: bookstore.BookState, expected: int) -> None:
+    if state.books_offset != expected:
+        raise ConcurrentLoadError(
+            f"the book rows of segment {state.name} changed under this loader (now loaded "
+            f"to byte {state.books_offset}, expected {expected}); another loader or a "
+            "reparse got there first"
+        )
 
 
 def _merge(total: Pending, part: Pending) -> None:

@@ -114,6 +114,7 @@ class BatchResult:
     errors: list[ParseError] = field(default_factory=list)
     records: int = 0
     frames: int = 0
+    markets: list[Any] = field(default_factory=list)  # loader.markets observations
 
 
 def parse_trade_event(event: dict[str, Any], *, received_ns: int | None = None) -> TradeRow | None:

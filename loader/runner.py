@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from loader import db, hypertables, status, store
+from loader.bookload import backfill_books
 from loader.errors import (
     ConcurrentLoadError,
     LoaderBusyError,
@@ -108,7 +109,10 @@ class Runner:
         max_wait_s: float | None = None,
         unreadable_retry_s: float = UNREADABLE_RETRY_INITIAL_S,
         clock: Callable[[], float] = time.monotonic,
+        books: bool = False,
     ) -> None:
+        self.books = books  # also load the book tables, backfilling loaded segments
+        self._books_backfilled = False
         self.dsn = dsn
         self.wal_dir = wal_dir
         self.stop = stop
@@ -221,13 +225,15 @@ class Runner:
             conn.commit()
             statuses = {name: states[name].status if name in states else None for name in new}
             self.tracker.listed(names, stamp, statuses, self.clock())
-        loader = SegmentLoader(
-            conn, stop=self.stop, parser=self.parser, batch_trades=self.batch_trades
-        )
+        loader = self._loader(conn)
         for name in self.tracker.due(self.clock(), ignore_backoff=once):
             if self.stop.is_set():
                 return
             self._load_one(conn, loader, name, report)
+        if self.books and not self._books_backfilled and not self.stop.is_set():
+            # Once per run: from here on every segment loads its book rows with its trades.
+            backfill_books(conn, loader, self.wal_dir)
+            self._books_backfilled = True
 
     def _load_one(
         self, conn: psycopg.Connection, loader: SegmentLoader, name: str, report: RunReport
@@ -286,10 +292,16 @@ class Runner:
             )
         conn = self._connection(lock=False)
         state = store.ensure_segment(conn, name, self.parser.version)
-        loader = SegmentLoader(
-            conn, stop=self.stop, parser=self.parser, batch_trades=self.batch_trades
+        return self._loader(conn).reload(path, state)
+
+    def _loader(self, conn: psycopg.Connection) -> SegmentLoader:
+        return SegmentLoader(
+            conn,
+            stop=self.stop,
+            parser=self.parser,
+            batch_trades=self.batch_trades,
+            books=self.books,
         )
-        return loader.reload(path, state)
 
     def _connection(self, *, lock: bool) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:

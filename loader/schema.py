@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from loader import hypertables, keys, timescale
+from loader import bookhypertables, bookschema, hypertables, keys, timescale
 from loader.errors import SchemaError, TokenKeyCollision
 from loader.hypertables import Setup
 from loader.timescale import Mode, Plan
@@ -247,6 +247,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _migration_1),
     (2, _migration_2),
     (3, _migration_3),
+    (4, bookschema.migration),  # order books and market metadata
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -290,6 +291,8 @@ def init_db(
         current = max(done | set(applied), default=0)
         if current >= 2:
             setup = hypertables.converge(conn, plan, compress_after, chunk_interval)
+        if current >= 3:
+            bookhypertables.converge(conn, plan, compress_after, chunk_interval)
         else:
             setup = Setup(plan.timescaledb, plan.compression, False)
     log.info("schema version %d: %s", current, setup.describe())

@@ -125,6 +125,11 @@ def stall(ts_ns: int, conn: int, kind: str, silent_s: float) -> Record:
     return {"type": "stall", "ts_ns": ts_ns, "conn": conn, "kind": kind, "silent_s": silent_s}
 
 
+def meta(ts_ns: int, source: str, text: str) -> Record:
+    """Metadata fetched from elsewhere (``source``, a URL), its text verbatim."""
+    return {"type": "meta", "ts_ns": ts_ns, "source": source, "text": text}
+
+
 def dropped(ts_ns: int, count: int, reason: str) -> Record:
     return {"type": "dropped", "ts_ns": ts_ns, "count": count, "reason": reason}
 

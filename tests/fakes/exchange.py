@@ -372,7 +372,7 @@ class FakeExchange:
 
     def _control(self, name: str, query: dict[str, str]) -> Any:
         """drop_all, stall_data?on=1|0, stall_all?on=1|0, reject?status=&count=, garbage,
-        new_market, close_market?token=, stats."""
+        new_market, close_market?token=, revise_market?index=, stats."""
         on = query.get("on", "1") == "1"
         if name == "drop_all":
             self.drop_all()
@@ -388,6 +388,8 @@ class FakeExchange:
             return {"assets_ids": self.announce_market()}
         elif name == "close_market":
             self.close_market(query["token"])
+        elif name == "revise_market":
+            self.universe.markets[int(query.get("index", 0))].revise()
         elif name != "stats":
             return {"error": f"unknown control {name}"}
         return {

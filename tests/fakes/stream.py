@@ -25,18 +25,26 @@ class Market:
     slug: str
     active: bool = True
     closed: bool = False
+    revision: int = 0  # bumped by revise(): Gamma's object for the market changes
+
+    def revise(self) -> None:
+        """Change the market's Gamma object, as Gamma's edits and end dates do."""
+        self.revision += 1
 
     def gamma(self) -> dict[str, Any]:
         """As Gamma lists it: ``clobTokenIds`` is a JSON-encoded string."""
+        question = self.question + (f" (revision {self.revision})" if self.revision else "")
         return {
             "id": self.id,
-            "question": self.question,
+            "question": question,
             "conditionId": self.condition_id,
             "slug": self.slug,
             "active": self.active,
             "closed": self.closed,
             "clobTokenIds": json.dumps(self.tokens),
             "outcomes": json.dumps(["Yes", "No"]),
+            "endDate": f"2026-12-{1 + self.revision % 28:02d}T12:00:00Z",
+            "events": [{"slug": f"{self.slug}-event"}],
         }
 
 
@@ -63,8 +71,10 @@ class Universe:
         self.ts = BASE_TS_MS
 
     def add_markets(self, count: int) -> list[Market]:
-        made = [self._market() for _ in range(count)]
-        for market in made:
+        made = []
+        for _ in range(count):  # one by one: each market's number (and id) is its own
+            market = self._market()
+            made.append(market)
             self.markets.append(market)
             for token in market.tokens:
                 self.by_token[token] = market

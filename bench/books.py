@@ -1,0 +1,139 @@
+"""Book data loading (``loader run --books``), called from bench/loader.py.
+
+Measured in one run on one throwaway PostgreSQL: price-change rows/s of ``--books`` on a
+book-heavy mix (the fake exchange's stream with 1% trades) against a bare binary COPY of
+the same price-change rows (parsed beforehand, into an unindexed table of the same
+storage columns); a trades-only load with the book code present and ``--books`` off
+against the same load with the only code it added to the trades path (the market
+metadata scan) stubbed out; bytes per stored price-change row.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import psycopg
+
+from bench.loader import load, trade_wal, write_wal
+from loader import load as load_module
+from loader.books import BookResult
+from loader.bookstore import _COLUMNS, _changes
+from loader.keys import token_key
+from loader.load import CURRENT_PARSER, read_book_batches
+from loader.runner import Runner
+from loader.schema import init_db
+from scripts import pgserver
+from tests.fakes.stream import Universe
+
+BOOK_FRAMES = 200_000
+BOOK_TRADE_SHARE = 0.01  # book events are >99% of rows in other archives
+BOOK_ASSETS = 400
+GOAL_BOOK_RATIO = 0.5
+FEED_ROWS_PER_S = 1_000  # the stated feed rate for bytes per day: price-change rows/s
+
+
+def book_texts(count: int) -> list[str]:
+    universe = Universe(5)
+    universe.add_markets(BOOK_ASSETS // 2)
+    tokens = universe.tokens()
+    return [universe.frame(tokens, BOOK_TRADE_SHARE, True) for _ in range(count)]
+
+
+def books_load(dsn: str, wal_dir: Path) -> tuple[float, int]:
+    runner = Runner(dsn, wal_dir, stop=threading.Event(), books=True)
+    start = time.perf_counter()
+    runner.run(once=True)
+    elapsed = time.perf_counter() - start
+    runner.close()
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM price_change_rows").fetchone()
+    changes = int(row[0]) if row else 0
+    return changes / elapsed, changes
+
+
+def bare_changes_rate(dsn: str, wal_dir: Path) -> float:
+    result = BookResult()
+    for path in sorted(wal_dir.iterdir()):
+        for _end, (_trades, books) in read_book_batches(path, 0, CURRENT_PARSER):
+            result.changes.extend(books.changes)
+    rows = list(_changes(result, 1, token_key))
+    columns = _COLUMNS["price_change_rows"]
+    body = ", ".join(f"{name} {kind}" for name, kind in columns)
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f"CREATE UNLOGGED TABLE bench_changes ({body})")
+        conn.commit()
+        start = time.perf_counter()
+        step = 100_000
+        for i in range(0, len(rows), step):
+            with (
+                conn.transaction(),
+                conn.cursor() as cur,
+                cur.copy("COPY bench_changes FROM STDIN (FORMAT BINARY)") as copy,
+            ):
+                copy.set_types([kind for _, kind in columns])
+                for row in rows[i : i + step]:
+                    copy.write_row(row)
+        elapsed = time.perf_counter() - start
+        conn.execute("DROP TABLE bench_changes")
+    return len(rows) / elapsed
+
+
+def books_section(work: Path, frames: int = BOOK_FRAMES, trades: int = 300_000) -> dict[str, Any]:
+    book_dir, trades_dir = work / "books", work / "books-trades"
+    write_wal(book_dir, book_texts(frames))
+    trade_wal(trades_dir, trades)
+    datadir = Path(tempfile.mkdtemp(prefix="bench-books-pg-"))
+    try:
+        dsn = pgserver.start(datadir)
+        with psycopg.connect(dsn) as conn:
+            init_db(conn)
+        rate, changes = books_load(dsn, book_dir)
+        bare = bare_changes_rate(dsn, book_dir)
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(
+                "SELECT pg_total_relation_size('price_change_rows'),"
+                " (SELECT count(*) FROM book_snapshot_rows) + (SELECT count(*) FROM"
+                " best_bid_ask_rows) + (SELECT count(*) FROM tick_size_change_rows)"
+            ).fetchone()
+            assert row is not None
+            size, other_rows = int(row[0]), int(row[1])
+            conn.execute("TRUNCATE trade_rows, token_keys, wal_segments, market_observations")
+        trades_on, _ = load(dsn, trades_dir)
+        with psycopg.connect(dsn) as conn:
+            conn.execute("TRUNCATE trade_rows, token_keys, wal_segments, market_observations")
+        with mock.patch.object(load_module, "scan_markets", lambda _data: []):
+            trades_stub, _ = load(dsn, trades_dir)
+    finally:
+        pgserver.destroy(datadir)
+    per_row = size / changes
+    print(
+        f"books: {rate:,.0f} price-change rows/s vs bare COPY {bare:,.0f}/s "
+        f"({rate / bare:.2f}); {per_row:.0f} B/row; trades-only {trades_on:,.0f}/s vs "
+        f"{trades_stub:,.0f}/s without the added scan ({trades_on / trades_stub:.2f})",
+        file=sys.stderr,
+    )
+    return {
+        "mix": f"{frames} frames of the fake exchange's stream, {BOOK_TRADE_SHARE:.0%} trades",
+        "price_change_rows": changes,
+        "other_book_rows": other_rows,
+        "price_change_rows_per_s": round(rate),
+        "baseline": {
+            "what": "bare binary COPY of the same price-change rows",
+            "rows_per_s": round(bare),
+        },
+        "ratio": round(rate / bare, 3),
+        "ratio_means": "--books price-change rows/s (whole load) / bare COPY rows/s",
+        "goal_ratio": GOAL_BOOK_RATIO,
+        "trades_only_books_off_per_s": round(trades_on),
+        "trades_only_without_added_scan_per_s": round(trades_stub),
+        "trades_only_ratio": round(trades_on / trades_stub, 3),
+        "bytes_per_price_change_row": round(per_row, 1),
+        "feed_price_change_rows_per_s": FEED_ROWS_PER_S,
+        "bytes_per_day_uncompressed": round(per_row * FEED_ROWS_PER_S * 86_400),
+    }

@@ -1,0 +1,261 @@
+"""SQL for the book tables and the book progress of segments (``wal_segments.books_*``).
+
+Like :mod:`loader.store`, every write happens inside a transaction the caller opened:
+the book rows of some zstd frames and the segment's new ``books_offset`` commit
+together. One connection runs one COPY at a time, so the rows of a transaction are
+buffered and copied table by table after the trades' COPY, in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from loader.books import BookResult
+from loader.bookschema import BOOK_TABLES
+from loader.keys import token_key
+from loader.store import _DECOMPRESS_LIMIT, KeyBook, write_token_keys
+
+_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "book_snapshot_rows": (
+        ("ts", "timestamptz"),
+        ("token", "int8"),
+        ("received_at", "timestamptz"),
+        ("segment_id", "int8"),
+        ("bids_price", "float8[]"),
+        ("bids_size", "float8[]"),
+        ("asks_price", "float8[]"),
+        ("asks_size", "float8[]"),
+        ("hash", "bytea"),
+        ("hash_text", "text"),
+    ),
+    "price_change_rows": (
+        ("ts", "timestamptz"),
+        ("token", "int8"),
+        ("price", "float8"),
+        ("size", "float8"),
+        ("best_bid", "float8"),
+        ("best_ask", "float8"),
+        ("received_at", "timestamptz"),
+        ("segment_id", "int8"),
+        ("buy", "bool"),
+        ("hash", "bytea"),
+        ("hash_text", "text"),
+    ),
+    "best_bid_ask_rows": (
+        ("ts", "timestamptz"),
+        ("token", "int8"),
+        ("best_bid", "float8"),
+        ("best_ask", "float8"),
+        ("spread", "float8"),
+        ("received_at", "timestamptz"),
+        ("segment_id", "int8"),
+    ),
+    "tick_size_change_rows": (
+        ("ts", "timestamptz"),
+        ("token", "int8"),
+        ("old_tick_size", "float8"),
+        ("new_tick_size", "float8"),
+        ("received_at", "timestamptz"),
+        ("segment_id", "int8"),
+    ),
+}
+_HASH_CACHE = 1 << 12  # book hashes repeat while a book is unchanged
+
+
+@dataclass(frozen=True)
+class BookState:
+    """The book progress of one segment (its ``wal_segments`` row)."""
+
+    id: int
+    name: str
+    status: str
+    offset_bytes: int
+    books_offset: int
+    books_first_at: datetime | None
+    books_last_at: datetime | None
+
+
+@dataclass
+class BookPending:
+    """Book rows written in the open transaction on one segment, up to byte ``end``."""
+
+    end: int
+    rows: int = 0
+    errors: int = 0
+    first: datetime | None = None
+    last: datetime | None = None
+
+    def add(self, end: int, result: BookResult) -> None:
+        self.end = end
+        self.errors += len(result.errors)
+        if result.rows:
+            self.rows += result.rows
+            times = result.times()
+            low, high = min(times), max(times)
+            self.first = low if self.first is None else min(self.first, low)
+            self.last = high if self.last is None else max(self.last, high)
+
+
+@lru_cache(maxsize=_HASH_CACHE)
+def split_hex(value: str | None) -> tuple[bytes | None, str | None]:
+    """``(hash, hash_text)``: the bytes of a lower-case hex hash, or the text as sent."""
+    if value is None or len(value) % 2:
+        return None, value
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        return None, value
+    return (raw, None) if raw.hex() == value else (None, value)
+
+
+_STATE = (
+    "SELECT id, name, status, offset_bytes, books_offset, books_first_at, books_last_at"
+    " FROM wal_segments"
+)
+
+
+def lock_books(conn: psycopg.Connection, segment_id: int) -> BookState:
+    """Lock the segment's row until the transaction ends; return its book progress."""
+    row = conn.execute(f"{_STATE} WHERE id = %s FOR UPDATE", (segment_id,)).fetchone()
+    assert row is not None, f"segment id {segment_id} vanished"
+    return BookState(*row)
+
+
+def behind(conn: psycopg.Connection) -> list[BookState]:
+    """Segments done loading trades whose book rows are not all loaded (for backfill)."""
+    rows = conn.execute(
+        f"{_STATE} WHERE status <> 'loading' AND books_offset < offset_bytes ORDER BY name"
+    ).fetchall()
+    return [BookState(*row) for row in rows]
+
+
+def copy_books(
+    conn: psycopg.Connection, segment_id: int, keys: KeyBook, result: BookResult
+) -> None:
+    """COPY the rows of ``result`` into the book tables; new token keys after them."""
+    known, pending = keys.known, keys.pending
+    fresh: dict[tuple[str, str], int] = {}
+
+    def key(token_id: str, market: str) -> int:
+        k = token_key(token_id, market)
+        if k not in known and (token_id, market) not in pending:
+            fresh[(token_id, market)] = k
+        return k
+
+    with conn.cursor() as cur:
+        _copy(cur, "book_snapshot_rows", _snapshots(result, segment_id, key))
+        _copy(cur, "price_change_rows", _changes(result, segment_id, key))
+        _copy(
+            cur,
+            "best_bid_ask_rows",
+            ((*r[:1], key(r.token_id, r.market), *r[3:], segment_id) for r in result.quotes),
+        )
+        _copy(
+            cur,
+            "tick_size_change_rows",
+            ((*r[:1], key(r.token_id, r.market), *r[3:], segment_id) for r in result.ticks),
+        )
+        if fresh:
+            write_token_keys(cur, fresh)
+            pending.update(fresh)
+
+
+def _snapshots(result: BookResult, segment_id: int, key: Any) -> Iterable[tuple[Any, ...]]:
+    for r in result.snapshots:
+        raw, text = split_hex(r.hash)
+        yield (
+            r.ts,
+            key(r.token_id, r.market),
+            r.received_at,
+            segment_id,
+            r.bids_price,
+            r.bids_size,
+            r.asks_price,
+            r.asks_size,
+            raw,
+            text,
+        )
+
+
+def _changes(result: BookResult, segment_id: int, key: Any) -> Iterable[tuple[Any, ...]]:
+    for ts, token_id, market, side, price, size, bid, ask, hsh, received in result.changes:
+        raw, text = split_hex(hsh)
+        yield (
+            ts,
+            key(token_id, market),
+            price,
+            size,
+            bid,
+            ask,
+            received,
+            segment_id,
+            side == "BUY",
+            raw,
+            text,
+        )
+
+
+def _copy(cur: psycopg.Cursor[Any], table: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    columns = _COLUMNS[table]
+    iterator = iter(rows)
+    first = next(iterator, None)
+    if first is None:
+        return
+    names = ", ".join(name for name, _ in columns)
+    with cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types([kind for _, kind in columns])
+        write_row = copy.write_row
+        write_row(first)
+        for row in iterator:
+            write_row(row)
+
+
+def record_books(conn: psycopg.Connection, segment_id: int, pending: BookPending) -> None:
+    """Move the segment's ``books_offset`` to ``pending.end`` and add its counts."""
+    conn.execute(
+        """UPDATE wal_segments SET books_offset = %(end)s, book_rows = book_rows + %(rows)s,
+            book_errors = book_errors + %(errors)s,
+            books_first_at = LEAST(books_first_at, %(first)s),
+            books_last_at = GREATEST(books_last_at, %(last)s), updated_at = now()
+           WHERE id = %(id)s""",
+        {
+            "id": segment_id,
+            "end": pending.end,
+            "rows": pending.rows,
+            "errors": pending.errors,
+            "first": pending.first,
+            "last": pending.last,
+        },
+    )
+
+
+def reset_books(conn: psycopg.Connection, state: BookState) -> int:
+    """Delete the segment's book rows and zero its book progress (reparse).
+
+    Bounded by the segment's first/last book event time as literals, for the reason
+    :func:`loader.store.reset_segment` gives. Returns rows deleted.
+    """
+    deleted = 0
+    if state.books_first_at is not None and state.books_last_at is not None:
+        conn.execute("SELECT set_config(%s, '0', true)", (_DECOMPRESS_LIMIT,))
+        for table in BOOK_TABLES:
+            query = sql.SQL("DELETE FROM {} WHERE segment_id = {} AND ts BETWEEN {} AND {}").format(
+                sql.Identifier(table),
+                sql.Literal(state.id),
+                sql.Literal(state.books_first_at),
+                sql.Literal(state.books_last_at),
+            )
+            deleted += conn.execute(query, prepare=False).rowcount
+    conn.execute(
+        "UPDATE wal_segments SET books_offset = 0, book_rows = 0, book_errors = 0,"
+        " books_first_at = NULL, books_last_at = NULL WHERE id = %s",
+        (state.id,),
+    )
+    return deleted
