@@ -13,7 +13,12 @@ import socket
 from json.encoder import encode_basestring
 from typing import Any
 
+import orjson
+
 FORMAT_VERSION = 1
+# A received text frame before encoding, as the writer queues it: (ts_ns, conn, n, text).
+RawFrame = tuple[int, int, int, str]
+_FRAME_LINE = b'{"type":"frame","ts_ns":%d,"conn":%d,"n":%d,"text":%b}\n'
 
 _encode_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _encode_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
@@ -73,6 +78,17 @@ def encode_frame(ts_ns: int, conn: int, n: int, message: str | bytes) -> bytes:
         except UnicodeEncodeError:
             pass  # a lone surrogate: the general path escapes it
     return encode_record(frame(ts_ns, conn, n, message))
+
+
+def encode_frames(frames: list[RawFrame]) -> list[bytes]:
+    """``[encode_frame(*f) for f in frames]``, byte for byte, in a few C calls (orjson
+    escapes a string exactly as ``json`` does with ``ensure_ascii=False``): the writer
+    thread encodes a whole batch at once, so the receive loop never encodes a frame."""
+    try:
+        escaped = list(map(orjson.dumps, [f[3] for f in frames]))
+    except TypeError:  # a lone surrogate somewhere (orjson refuses it): one by one
+        return [encode_frame(*f) for f in frames]
+    return [_FRAME_LINE % (f[0], f[1], f[2], text) for f, text in zip(frames, escaped, strict=True)]
 
 
 def frame_payload(record: Record) -> str | bytes:
