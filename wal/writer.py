@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from sys import getsizeof
 from typing import Any
 
 from wal import records as rec
@@ -30,7 +31,15 @@ from wal.errors import (
 from wal.fsutil import REAL_OPS, FileOps, write_durably
 from wal.lock import DirectoryLock
 from wal.naming import SEQ_NAME, make_name, next_seq
-from wal.pending import Item, encode_items, item_cost, item_size, split_items
+from wal.pending import (
+    FRAME_LINE_BYTES,
+    FRAME_OVERHEAD_BYTES,
+    Item,
+    encode_items,
+    item_cost,
+    item_size,
+    split_items,
+)
 from wal.policy import DEFAULT_LEVEL, Policy
 from wal.recovery import recover_directory
 from wal.segment import OpenSegment, compressor
@@ -64,6 +73,8 @@ class WalWriter:
     ) -> None:
         self.directory = Path(directory)
         self.policy = policy or Policy()
+        self._max_buffer_bytes = self.policy.max_buffer_bytes  # the policy is frozen
+        self._batch_bytes = self.policy.batch_bytes
         self.writer_name = writer
         self.level = level
         self.ops = from_env(ops)
@@ -127,21 +138,47 @@ class WalWriter:
     def append_frame(self, ts_ns: int, conn: int, n: int, message: str | bytes) -> int:
         """``append(records.frame(ts_ns, conn, n, message))``, faster: a text frame is
         queued as it is and encoded by the writer thread. Same return value."""
-        if type(message) is str:
-            return self._append_item((ts_ns, conn, n, message))
-        return self._append_item(rec.encode_frame(ts_ns, conn, n, message))
+        if type(message) is not str:
+            return self._append_item(rec.encode_frame(ts_ns, conn, n, message))
+        # ``_append_item`` and ``_queue`` inlined: this runs for every frame received.
+        cost = getsizeof(message) + FRAME_OVERHEAD_BYTES
+        stats = self.stats
+        with self._cond:
+            if self.fatal_error is not None or self._closing:
+                self._refuse()
+            if stats.buffered_bytes + cost > self._max_buffer_bytes:
+                self._dropped_unrecorded += 1
+                stats.dropped_total += 1
+                return 0
+            if self._dropped_unrecorded:
+                self._record_drops()
+            pending = self._pending
+            if not pending:
+                self._first_pending_at = self.monotonic()
+                self._cond.notify_all()
+            pending.append((ts_ns, conn, n, message))
+            self._pending_bytes += len(message) + FRAME_LINE_BYTES
+            stats.buffered_bytes += cost
+            stats.appended += 1
+            if self._pending_bytes >= self._batch_bytes:
+                self._cond.notify_all()
+            return stats.appended
+
+    def _refuse(self) -> None:
+        """Under the lock: raise why no record can be taken any more."""
+        if self.fatal_error is not None:
+            raise WalFatalError(
+                f"WAL writer for {self.directory} died: {self.fatal_error}; restart "
+                "the process (recovery seals the open segment)"
+            )
+        raise WalClosedError(f"WAL writer for {self.directory} is closed")
 
     def _append_item(self, item: Item) -> int:
         cost = item_cost(item)
         with self._cond:
-            if self.fatal_error is not None:
-                raise WalFatalError(
-                    f"WAL writer for {self.directory} died: {self.fatal_error}; restart "
-                    "the process (recovery seals the open segment)"
-                )
-            if self._closing:
-                raise WalClosedError(f"WAL writer for {self.directory} is closed")
-            if self.stats.buffered_bytes + cost > self.policy.max_buffer_bytes:
+            if self.fatal_error is not None or self._closing:
+                self._refuse()
+            if self.stats.buffered_bytes + cost > self._max_buffer_bytes:
                 self._dropped_unrecorded += 1
                 self.stats.dropped_total += 1
                 return 0

@@ -255,7 +255,9 @@ async def test_an_unexpected_error_costs_one_session_not_the_connection(exchange
 async def test_stop_records_everything_sent_before_the_server_saw_our_close():
     async with FakeExchange(assets=4, rate=0, seed=5, ping_timeout=2.0) as ex:  # flat out
         sink = ListSink()
-        conn = Connection(0, ex.ws_url, ex.tokens(), sink=sink, gate=OpenGate(0), timing=FAST)
+        # the fake sends flat out on this loop: a late PONG must not end the session
+        timing = dataclasses.replace(FAST, pong_timeout_s=TIMEOUT_S, silence_timeout_s=TIMEOUT_S)
+        conn = Connection(0, ex.ws_url, ex.tokens(), sink=sink, gate=OpenGate(0), timing=timing)
         task = asyncio.create_task(conn.run())
         await wait_for(lambda: conn.stats.frames > 2000)
         await conn.stop()  # returns once the server has closed: the drain is over
