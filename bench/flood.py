@@ -46,10 +46,15 @@ def ws_frame(payload: bytes) -> bytes:
     return bytes([0x81, 127]) + n.to_bytes(8, "big") + payload
 
 
-def frame_pool(count: int, seed: int) -> list[str]:
-    """Realistic market frames (books, price changes, trades) from the fake's stream."""
+def frame_pool(count: int, seed: int, payload_bytes: int = 0) -> list[str]:
+    """Realistic market frames (books, price changes, trades) from the fake's stream, or
+    with ``payload_bytes`` > 0 frames of exactly that size (4: ``PONG``)."""
     from tests.fakes.stream import Universe
 
+    if payload_bytes == 4:
+        return ["PONG"] * count
+    if payload_bytes > 0:
+        return [f"{i:0{payload_bytes}d}" for i in range(count)]
     universe = Universe(seed)
     universe.add_markets(10)
     tokens = universe.tokens()
@@ -99,8 +104,11 @@ def saw_close(buffer: bytearray) -> bool:
 class Sender:
     """One client connection: a reader thread watches for its close, this one sends."""
 
-    def __init__(self, sock: socket.socket, blob: bytes, offsets: list[int], rate: float):
+    def __init__(
+        self, sock: socket.socket, blob: bytes, offsets: list[int], rate: float, delay: float
+    ):
         self.sock = sock
+        self.delay = delay  # seconds between the handshake and the first frame
         self.blob = blob  # the pool twice, so any run of frames is one slice
         self.offsets = offsets  # byte offset of each pool frame in the blob
         self.rate = rate
@@ -110,6 +118,7 @@ class Sender:
         try:
             handshake(self.sock)
             threading.Thread(target=self._read, daemon=True).start()
+            self.closing.wait(self.delay)
             self._flat_out() if self.rate <= 0 else self._paced()
             self.sock.sendall(CLOSE_1000)
         except OSError:
@@ -177,8 +186,8 @@ def raw_sink_rate(url: str, seconds: float, frame_bytes: float) -> float:
         return got / elapsed / frame_bytes
 
 
-def serve(rate: float, frames: int, seed: int) -> None:
-    texts = frame_pool(frames, seed)
+def serve(rate: float, frames: int, seed: int, payload_bytes: int, delay: float) -> None:
+    texts = frame_pool(frames, seed, payload_bytes)
     blob, offsets = encode_pool(texts)
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
@@ -189,7 +198,7 @@ def serve(rate: float, frames: int, seed: int) -> None:
     while True:
         sock, _ = listener.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sender = Sender(sock, blob, offsets, rate)
+        sender = Sender(sock, blob, offsets, rate, delay)
         threading.Thread(target=sender.run, daemon=True).start()
 
 
@@ -198,8 +207,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="frames/s; 0: flat out")
     parser.add_argument("--frames", type=int, default=POOL_FRAMES)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--payload-bytes", type=int, default=0, help="fixed-size frames")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before sending")
     args = parser.parse_args()
-    serve(args.rate, args.frames, args.seed)
+    serve(args.rate, args.frames, args.seed, args.payload_bytes, args.delay)
 
 
 if __name__ == "__main__":

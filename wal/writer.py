@@ -33,11 +33,12 @@ from wal.lock import DirectoryLock
 from wal.naming import SEQ_NAME, make_name, next_seq
 from wal.pending import (
     FRAME_LINE_BYTES,
-    FRAME_OVERHEAD_BYTES,
+    OVERHEAD_BYTES,
     Item,
     encode_items,
     item_cost,
     item_size,
+    line_item,
     split_items,
 )
 from wal.policy import DEFAULT_LEVEL, Policy
@@ -83,8 +84,13 @@ class WalWriter:
         self.monotonic = monotonic
         self.stats = WriterStats()
         self._cond = threading.Condition(threading.Lock())  # never taken twice by one thread
+        # Queued records, cut into batches as they arrive: _cuts holds, for each full
+        # batch, (index of its end in _pending, memory cost of _pending up to there).
         self._pending: list[Item] = []
-        self._pending_bytes = 0  # about the size of their lines, to start a batch in time
+        self._pending_bytes = 0  # about the size of their lines
+        self._pending_cost = 0  # what they cost in memory (item_cost)
+        self._cuts: list[tuple[int, int]] = []
+        self._cut_bytes = 0  # _pending_bytes at the last cut
         self._first_pending_at: float | None = None
         self._dropped_unrecorded = 0
         self._closing = False
@@ -133,15 +139,13 @@ class WalWriter:
         because the buffer is full (the drop is counted and recorded later)."""
         if next(iter(record)) != "type":
             record = {"type": record["type"], **record}
-        return self._append_item(rec.encode_record(record))
+        return self._append_item(line_item(rec.encode_record(record)))
 
     def append_frame(self, ts_ns: int, conn: int, n: int, message: str | bytes) -> int:
-        """``append(records.frame(ts_ns, conn, n, message))``, faster: a text frame is
+        """``append(records.frame(ts_ns, conn, n, message))``, faster: the message is
         queued as it is and encoded by the writer thread. Same return value."""
-        if type(message) is not str:
-            return self._append_item(rec.encode_frame(ts_ns, conn, n, message))
-        # ``_append_item`` and ``_queue`` inlined: this runs for every frame received.
-        cost = getsizeof(message) + FRAME_OVERHEAD_BYTES
+        # _append_item and _queue inlined: this runs for every frame received.
+        cost = getsizeof(message) + OVERHEAD_BYTES
         stats = self.stats
         with self._cond:
             if self.fatal_error is not None or self._closing:
@@ -158,11 +162,18 @@ class WalWriter:
                 self._cond.notify_all()
             pending.append((ts_ns, conn, n, message))
             self._pending_bytes += len(message) + FRAME_LINE_BYTES
+            self._pending_cost += cost
             stats.buffered_bytes += cost
             stats.appended += 1
-            if self._pending_bytes >= self._batch_bytes:
-                self._cond.notify_all()
+            if self._pending_bytes - self._cut_bytes >= self._batch_bytes:
+                self._cut()
             return stats.appended
+
+    def _cut(self) -> None:
+        """Under the lock: the records queued since the last cut make a full batch."""
+        self._cuts.append((len(self._pending), self._pending_cost))
+        self._cut_bytes = self._pending_bytes
+        self._cond.notify_all()
 
     def _refuse(self) -> None:
         """Under the lock: raise why no record can be taken any more."""
@@ -185,18 +196,15 @@ class WalWriter:
             if self._dropped_unrecorded:
                 self._record_drops()
             self._queue(item, cost)
-            if self._pending_bytes >= self.policy.batch_bytes:
-                self._cond.notify_all()
             return self.stats.appended
 
     def _record_drops(self) -> None:
         """Under the lock: queue a ``dropped`` record for drops not yet recorded."""
         if not self._dropped_unrecorded:
             return
-        line = rec.encode_record(
-            rec.dropped(self.clock_ns(), self._dropped_unrecorded, "buffer_full")
-        )
-        self._queue(line, item_cost(line))
+        record = rec.dropped(self.clock_ns(), self._dropped_unrecorded, "buffer_full")
+        item = line_item(rec.encode_record(record))
+        self._queue(item, item_cost(item))
         self._dropped_unrecorded = 0
         now = self.monotonic()
         if now - self._drop_logged_at >= DROP_LOG_EVERY_S:
@@ -214,8 +222,11 @@ class WalWriter:
             self._cond.notify_all()
         self._pending.append(item)
         self._pending_bytes += item_size(item)
+        self._pending_cost += cost
         self.stats.buffered_bytes += cost
         self.stats.appended += 1
+        if self._pending_bytes - self._cut_bytes >= self._batch_bytes:
+            self._cut()
 
     def wait_durable(self, line_no: int, timeout: float | None = None) -> bool:
         """Block until line ``line_no`` is fsynced; False on timeout."""
@@ -289,9 +300,9 @@ class WalWriter:
                 self.stats.last_error = self.fatal_error
                 self._cond.notify_all()
 
-    def _wait_for_work(self) -> tuple[list[Item] | None, bool]:
-        """Under the lock: sleep until work is due and take it: (lines, seal after them).
-        (None, _) means exit."""
+    def _wait_for_work(self) -> tuple[list[tuple[list[Item], int]] | None, bool]:
+        """Under the lock: sleep until work is due and take it: (batches with their
+        memory cost, seal after them). (None, _) means exit."""
         while True:
             if self._closed:
                 return None, False
@@ -314,12 +325,22 @@ class WalWriter:
             )
             flush = self.policy.flush_due(now, self._first_pending_at, self._pending_bytes)
             if rotate or flush or unfinished or segment is None:
-                lines = self._pending
-                self._pending = []
-                self._pending_bytes = 0
-                self._first_pending_at = None
-                return lines, rotate
+                return self._take(), rotate
             self._cond.wait(self._next_deadline(now))
+
+    def _take(self) -> list[tuple[list[Item], int]]:
+        """Under the lock: every queued record, as the batches cut so far plus the rest."""
+        items, ends = self._pending, [*self._cuts, (len(self._pending), self._pending_cost)]
+        self._pending, self._cuts = [], []
+        self._pending_bytes = self._pending_cost = self._cut_bytes = 0
+        self._first_pending_at = None
+        batches: list[tuple[list[Item], int]] = []
+        start, before = 0, 0
+        for end, cost in ends:
+            if end > start:
+                batches.append((items[start:end], cost - before))
+            start, before = end, cost
+        return batches
 
     def _rotate_due(self) -> bool:
         segment = self._segment
@@ -332,11 +353,10 @@ class WalWriter:
             deadline = min(deadline, self.policy.flush_deadline(self._first_pending_at))
         return max(deadline - now, 0.0)
 
-    def _write(self, items: list[Item], seal: bool) -> None:
-        """Write ``items`` as batches of about batch_bytes, then seal if asked.
+    def _write(self, chunks: list[tuple[list[Item], int]], seal: bool) -> None:
+        """Write the batches, then seal if asked.
 
         On a disk error, whatever was not made durable goes back to the queue."""
-        chunks = split_items(items, self.policy.batch_bytes)
         done = 0
         try:
             if self._segment is not None and self._segment.seal_written:
@@ -435,6 +455,21 @@ class WalWriter:
         except OSError as exc:  # the segment names on disk still give the sequence
             log.warning("could not record the next sequence number in %s: %s", SEQ_NAME, exc)
 
+    def _requeue(self, unwritten: list[Item]) -> None:
+        """Under the lock: put records back at the head of the queue, cut again."""
+        items = unwritten + self._pending
+        self._pending, self._cuts = items, []
+        self._pending_bytes = self._pending_cost = self._cut_bytes = 0
+        batches = split_items(items, self._batch_bytes)
+        end = 0
+        for i, (batch, cost) in enumerate(batches):
+            end += len(batch)
+            self._pending_cost += cost
+            self._pending_bytes += sum(map(item_size, batch))
+            if i < len(batches) - 1:  # all but the last are full
+                self._cuts.append((end, self._pending_cost))
+                self._cut_bytes = self._pending_bytes
+
     def _failed(self, exc: WalError | OSError, unwritten: list[Item]) -> None:
         """Put ``unwritten`` back at the head of the queue and schedule a retry."""
         if isinstance(exc, OSError):
@@ -443,8 +478,7 @@ class WalWriter:
         with self._cond:
             self.stats.write_errors += 1
             self.stats.last_error = str(exc)
-            self._pending[:0] = unwritten
-            self._pending_bytes += sum(map(item_size, unwritten))
+            self._requeue(unwritten)
             if self._first_pending_at is None and self._pending:
                 self._first_pending_at = self.monotonic()
             delay = self._retry_delay
