@@ -83,7 +83,10 @@ class WalWriter:
         self.clock_ns = clock_ns
         self.monotonic = monotonic
         self.stats = WriterStats()
-        self._cond = threading.Condition(threading.Lock())  # never taken twice by one thread
+        # A plain Lock (never taken twice by one thread), entered directly on the hot path:
+        # ``with self._cond`` would add a Python-level call per frame.
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         # Queued records, cut into batches as they arrive: _cuts holds, for each full
         # batch, (index of its end in _pending, memory cost of _pending up to there).
         self._pending: list[Item] = []
@@ -147,7 +150,7 @@ class WalWriter:
         # _append_item and _queue inlined: this runs for every frame received.
         cost = getsizeof(message) + OVERHEAD_BYTES
         stats = self.stats
-        with self._cond:
+        with self._mutex:
             if self.fatal_error is not None or self._closing:
                 self._refuse()
             if stats.buffered_bytes + cost > self._max_buffer_bytes:
