@@ -280,8 +280,11 @@ def rss_at_scale(tmp: Path) -> dict:
     wal_dir = tmp / "wal-rss"
     try:
         assets_file = tmp / "assets.txt"
-        assets_file.write_text("\n".join(info["tokens"]) + "\n")
-        per_conn = str(len(info["tokens"]) // RSS_CONNS)
+        from capture.discovery import fetch_open_tokens
+
+        tokens = fetch_open_tokens(info["gamma_url"])
+        assets_file.write_text("\n".join(tokens) + "\n")
+        per_conn = str(len(tokens) // RSS_CONNS)
         args = ["--url", info["ws_url"], "--assets-file", str(assets_file)]
         proc = run_capture(wal_dir, [*args, "--max-assets-per-conn", per_conn])
         try:
