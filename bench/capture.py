@@ -284,7 +284,7 @@ def rss_at_scale(tmp: Path) -> dict:
 
         tokens = fetch_open_tokens(info["gamma_url"])
         assets_file.write_text("\n".join(tokens) + "\n")
-        per_conn = str(len(tokens) // RSS_CONNS)
+        per_conn = str(-(-len(tokens) // RSS_CONNS))  # rounded up: RSS_CONNS connections
         args = ["--url", info["ws_url"], "--assets-file", str(assets_file)]
         proc = run_capture(wal_dir, [*args, "--max-assets-per-conn", per_conn])
         try:
