@@ -40,24 +40,6 @@ def item_size(item: Item) -> int:
     return len(item[3]) + FRAME_LINE_BYTES
 
 
-def split_items(items: list[Item], limit: int) -> list[tuple[list[Item], int]]:
-    """Group records, in order, into batches of about ``limit`` bytes of lines (a longer
-    record makes a batch of its own), each with its memory cost. The writer cuts batches
-    as records arrive; this is for when records go back to the queue after a failure."""
-    chunks: list[tuple[list[Item], int]] = []
-    start, size, cost = 0, 0, 0
-    for i, item in enumerate(items):
-        line = item_size(item)
-        if i > start and size + line > limit:
-            chunks.append((items[start:i], cost))
-            start, size, cost = i, 0, 0
-        size += line
-        cost += item_cost(item)
-    if start < len(items):
-        chunks.append((items[start:], cost))
-    return chunks
-
-
 def encode_items(items: list[Item]) -> tuple[bytes, int]:
     """The batch's lines joined, and how many of them are frames."""
     if None not in map(_TS, items):  # frames only: the usual batch
@@ -81,3 +63,53 @@ def encode_items(items: list[Item]) -> tuple[bytes, int]:
         out.append(rec.encode_frames(run))
         frames += len(run)
     return b"".join(out), frames
+
+
+class Pending:
+    """The writer's queue (used under its lock): records in order, cut into batches of
+    about ``batch_bytes`` as they arrive, so that the writer thread never walks them.
+    ``cuts`` holds, for each full batch, (index of its end, cost of the queue up to it)."""
+
+    def __init__(self, batch_bytes: int) -> None:
+        self.batch_bytes = batch_bytes
+        self.items: list[Item] = []
+        self.size = 0  # about the size of their lines
+        self.cost = 0  # what they cost in memory (item_cost)
+        self.cuts: list[tuple[int, int]] = []
+        self.cut_size = 0  # size at the last cut
+
+    def add(self, item: Item, size: int, cost: int) -> bool:
+        """Queue a record; True when it completed a batch."""
+        self.items.append(item)
+        self.size += size
+        self.cost += cost
+        if self.size - self.cut_size >= self.batch_bytes:
+            self.cut()
+            return True
+        return False
+
+    def cut(self) -> None:
+        """The records queued since the last cut make a full batch."""
+        self.cuts.append((len(self.items), self.cost))
+        self.cut_size = self.size
+
+    def take(self) -> list[tuple[list[Item], int]]:
+        """Every queued record, as the batches cut so far plus the rest, with their cost."""
+        items, ends = self.items, [*self.cuts, (len(self.items), self.cost)]
+        self.items, self.cuts = [], []
+        self.size = self.cost = self.cut_size = 0
+        batches: list[tuple[list[Item], int]] = []
+        start, before = 0, 0
+        for end, cost in ends:
+            if end > start:
+                batches.append((items[start:end], cost - before))
+            start, before = end, cost
+        return batches
+
+    def requeue(self, unwritten: list[Item]) -> None:
+        """Put records back at the head of the queue (a failed write), cut again."""
+        items = unwritten + self.items
+        self.items, self.cuts = [], []
+        self.size = self.cost = self.cut_size = 0
+        for item in items:
+            self.add(item, item_size(item), item_cost(item))

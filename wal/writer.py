@@ -35,11 +35,11 @@ from wal.pending import (
     FRAME_LINE_BYTES,
     OVERHEAD_BYTES,
     Item,
+    Pending,
     encode_items,
     item_cost,
     item_size,
     line_item,
-    split_items,
 )
 from wal.policy import DEFAULT_LEVEL, Policy
 from wal.recovery import recover_directory
@@ -75,7 +75,6 @@ class WalWriter:
         self.directory = Path(directory)
         self.policy = policy or Policy()
         self._max_buffer_bytes = self.policy.max_buffer_bytes  # the policy is frozen
-        self._batch_bytes = self.policy.batch_bytes
         self.writer_name = writer
         self.level = level
         self.ops = from_env(ops)
@@ -87,13 +86,7 @@ class WalWriter:
         # ``with self._cond`` would add a Python-level call per frame.
         self._mutex = threading.Lock()
         self._cond = threading.Condition(self._mutex)
-        # Queued records, cut into batches as they arrive: _cuts holds, for each full
-        # batch, (index of its end in _pending, memory cost of _pending up to there).
-        self._pending: list[Item] = []
-        self._pending_bytes = 0  # about the size of their lines
-        self._pending_cost = 0  # what they cost in memory (item_cost)
-        self._cuts: list[tuple[int, int]] = []
-        self._cut_bytes = 0  # _pending_bytes at the last cut
+        self._pending = Pending(self.policy.batch_bytes)
         self._first_pending_at: float | None = None
         self._dropped_unrecorded = 0
         self._closing = False
@@ -160,23 +153,14 @@ class WalWriter:
             if self._dropped_unrecorded:
                 self._record_drops()
             pending = self._pending
-            if not pending:
+            if not pending.items:
                 self._first_pending_at = self.monotonic()
                 self._cond.notify_all()
-            pending.append((ts_ns, conn, n, message))
-            self._pending_bytes += len(message) + FRAME_LINE_BYTES
-            self._pending_cost += cost
+            if pending.add((ts_ns, conn, n, message), len(message) + FRAME_LINE_BYTES, cost):
+                self._cond.notify_all()  # a full batch
             stats.buffered_bytes += cost
             stats.appended += 1
-            if self._pending_bytes - self._cut_bytes >= self._batch_bytes:
-                self._cut()
             return stats.appended
-
-    def _cut(self) -> None:
-        """Under the lock: the records queued since the last cut make a full batch."""
-        self._cuts.append((len(self._pending), self._pending_cost))
-        self._cut_bytes = self._pending_bytes
-        self._cond.notify_all()
 
     def _refuse(self) -> None:
         """Under the lock: raise why no record can be taken any more."""
@@ -220,16 +204,13 @@ class WalWriter:
             )
 
     def _queue(self, item: Item, cost: int) -> None:
-        if not self._pending:
+        if not self._pending.items:
             self._first_pending_at = self.monotonic()
             self._cond.notify_all()
-        self._pending.append(item)
-        self._pending_bytes += item_size(item)
-        self._pending_cost += cost
+        if self._pending.add(item, item_size(item), cost):
+            self._cond.notify_all()
         self.stats.buffered_bytes += cost
         self.stats.appended += 1
-        if self._pending_bytes - self._cut_bytes >= self._batch_bytes:
-            self._cut()
 
     def wait_durable(self, line_no: int, timeout: float | None = None) -> bool:
         """Block until line ``line_no`` is fsynced; False on timeout."""
@@ -243,7 +224,7 @@ class WalWriter:
         """Ask for everything queued so far to be written now; wait until it is."""
         with self._cond:
             target = self.stats.appended
-            self._first_pending_at = 0.0 if self._pending else None
+            self._first_pending_at = 0.0 if self._pending.items else None
             self._cond.notify_all()
         return self.wait_durable(target, timeout)
 
@@ -319,31 +300,18 @@ class WalWriter:
                 self._record_drops()  # also when no append comes (quiet feed, shutdown)
             segment = self._segment
             unfinished = segment is not None and segment.seal_written
-            if self._closing and segment is None and not self._pending:
+            if self._closing and segment is None and not self._pending.items:
                 return None, False
             rotate = self._closing or (
                 segment is not None
                 and not segment.seal_written
                 and self.policy.rotate_due(now, self._opened_at, segment.size)
             )
-            flush = self.policy.flush_due(now, self._first_pending_at, self._pending_bytes)
+            flush = self.policy.flush_due(now, self._first_pending_at, self._pending.size)
             if rotate or flush or unfinished or segment is None:
-                return self._take(), rotate
+                self._first_pending_at = None
+                return self._pending.take(), rotate
             self._cond.wait(self._next_deadline(now))
-
-    def _take(self) -> list[tuple[list[Item], int]]:
-        """Under the lock: every queued record, as the batches cut so far plus the rest."""
-        items, ends = self._pending, [*self._cuts, (len(self._pending), self._pending_cost)]
-        self._pending, self._cuts = [], []
-        self._pending_bytes = self._pending_cost = self._cut_bytes = 0
-        self._first_pending_at = None
-        batches: list[tuple[list[Item], int]] = []
-        start, before = 0, 0
-        for end, cost in ends:
-            if end > start:
-                batches.append((items[start:end], cost - before))
-            start, before = end, cost
-        return batches
 
     def _rotate_due(self) -> bool:
         segment = self._segment
@@ -458,21 +426,6 @@ class WalWriter:
         except OSError as exc:  # the segment names on disk still give the sequence
             log.warning("could not record the next sequence number in %s: %s", SEQ_NAME, exc)
 
-    def _requeue(self, unwritten: list[Item]) -> None:
-        """Under the lock: put records back at the head of the queue, cut again."""
-        items = unwritten + self._pending
-        self._pending, self._cuts = items, []
-        self._pending_bytes = self._pending_cost = self._cut_bytes = 0
-        batches = split_items(items, self._batch_bytes)
-        end = 0
-        for i, (batch, cost) in enumerate(batches):
-            end += len(batch)
-            self._pending_cost += cost
-            self._pending_bytes += sum(map(item_size, batch))
-            if i < len(batches) - 1:  # all but the last are full
-                self._cuts.append((end, self._pending_cost))
-                self._cut_bytes = self._pending_bytes
-
     def _failed(self, exc: WalError | OSError, unwritten: list[Item]) -> None:
         """Put ``unwritten`` back at the head of the queue and schedule a retry."""
         if isinstance(exc, OSError):
@@ -481,8 +434,8 @@ class WalWriter:
         with self._cond:
             self.stats.write_errors += 1
             self.stats.last_error = str(exc)
-            self._requeue(unwritten)
-            if self._first_pending_at is None and self._pending:
+            self._pending.requeue(unwritten)
+            if self._first_pending_at is None and self._pending.items:
                 self._first_pending_at = self.monotonic()
             delay = self._retry_delay
             self._retry_at = self.monotonic() + delay
