@@ -152,12 +152,17 @@ class WalWriter:
                 return 0
             if self._dropped_unrecorded:
                 self._record_drops()
-            pending = self._pending
-            if not pending.items:
+            pending = self._pending  # Pending.add inlined
+            items = pending.items
+            if not items:
                 self._first_pending_at = self.monotonic()
                 self._cond.notify_all()
-            if pending.add((ts_ns, conn, n, message), len(message) + FRAME_LINE_BYTES, cost):
-                self._cond.notify_all()  # a full batch
+            items.append((ts_ns, conn, n, message))
+            pending.size += len(message) + FRAME_LINE_BYTES
+            pending.cost += cost
+            if pending.size - pending.cut_size >= pending.batch_bytes:
+                pending.cut()
+                self._cond.notify_all()
             stats.buffered_bytes += cost
             stats.appended += 1
             return stats.appended
