@@ -258,12 +258,8 @@ class Connection:
         classified. The watchdog's data time and ``last_frame_at`` come from the counters,
         read by the keepalive tick (``_observe``).
         """
-        conn, append_frame, now_ns, stats = (
-            self.id,
-            self.sink.append_frame,
-            time.time_ns,
-            self.stats,
-        )
+        conn, append_frame, stats = self.id, self.sink.append_frame, self.stats
+        now_ns = time.time_ns
         watch_new = self.custom_features and self.on_new_market is not None
         n = 0
         async for message in ws:
