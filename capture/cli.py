@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidURI
 from websockets.uri import parse_uri
 
 from capture import logs
-from capture.config import MIN_BUFFER_BYTES, Config, Timing, buffer_too_small
+from capture.config import MIN_BUFFER_BYTES, STOP_TIMEOUT_S, Config, Timing, buffer_too_small
 from capture.daemon import Daemon
 from capture.discovery import DEFAULT_GAMMA_URL
 from capture.errors import CaptureError
@@ -149,6 +149,14 @@ def main() -> None:
 )
 @_opt("--metrics-addr", callback=_metrics_addr, help="Serve Prometheus metrics on HOST:PORT.")
 @_opt(
+    "--stop-timeout",
+    type=click.FloatRange(min=0.1),
+    default=STOP_TIMEOUT_S,
+    show_default=True,
+    help="Seconds from SIGTERM to exit: drain, write out the backlog, seal. Records not "
+    "written by then are lost: exit 1 with a CRITICAL line saying how many.",
+)
+@_opt(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default="info",
@@ -197,6 +205,7 @@ def run(**o: Any) -> None:
         rotate_bytes=o["rotate_bytes"],
         max_buffer_bytes=o["max_buffer_mb"] << 20,
         metrics_addr=o["metrics_addr"],
+        stop_timeout_s=o["stop_timeout"],
         timing=timing,
     )
     logs.setup(o["log_level"].lower(), o["log_format"].lower())

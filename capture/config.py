@@ -23,7 +23,15 @@ MIN_FRAME_BYTES = 16 << 20  # the receive limit is never below this (a big initi
 # the receive limit is at most half the buffer, so the buffer is at least 32 MiB.
 BUFFER_PER_FRAME = 2
 MIN_BUFFER_BYTES = MIN_FRAME_BYTES * BUFFER_PER_FRAME
+# Of --max-buffer-mb, what the WAL writer's queue may not use, so that the bound holds for
+# all the memory unwritten records take (RSS): the batch being written, encoded and
+# compressed (~2 MiB), and websockets' parse of one 256 KiB socket read, which for
+# PONG-sized frames is ~44k frame objects at once (8.2 MiB measured with tracemalloc).
+RECEIVE_RESERVE_BYTES = 12 << 20
 READY_WAIT_S = 30.0  # READY=1 waits at most this for Gamma, then for the first connects
+# From SIGTERM to exit: draining the connections, then writing out the backlog and
+# sealing; inside the unit's TimeoutStopSec=15, so that systemd never SIGKILLs a writer.
+STOP_TIMEOUT_S = 12.0
 
 
 @dataclass(frozen=True)
@@ -60,11 +68,17 @@ class Config:
     rotate_bytes: int | None = None
     max_buffer_bytes: int = 256 << 20
     metrics_addr: tuple[str, int] | None = None
+    stop_timeout_s: float = STOP_TIMEOUT_S
     timing: Timing = field(default_factory=Timing)
 
     def __post_init__(self) -> None:
         if self.max_buffer_bytes < MIN_BUFFER_BYTES:
             raise ConfigError(buffer_too_small(self.max_buffer_bytes))
+
+    @property
+    def wal_queue_bytes(self) -> int:
+        """The WAL writer's own bound: the buffer less what receiving and writing hold."""
+        return self.max_buffer_bytes - RECEIVE_RESERVE_BYTES
 
     @property
     def max_frame_bytes(self) -> int:

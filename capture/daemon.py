@@ -18,7 +18,7 @@ from capture import status as status_doc
 from capture.assets import parse_assets_file
 from capture.config import MAX_FRAME_BYTES, Config
 from capture.connection import Connection, OpenGate
-from capture.errors import ConfigError, DiscoveryError, WalDiedError
+from capture.errors import ConfigError, DiscoveryError, StopTimeoutError, WalDiedError
 from capture.metrics import CaptureCollector, Metrics
 from capture.notify import Notifier
 from capture.shard import Shards
@@ -31,10 +31,10 @@ from wal.policy import DEFAULT_BATCH_BYTES
 log = logging.getLogger(__name__)
 
 WRITER_NAME = "polymarket-capture 0.1.0"
-# Of the 5 s allowed for a shutdown: the connections' drain (Timing.drain_timeout_s,
-# 2 s) plus this margin, then writing out and sealing the segment.
+# Of --stop-timeout: the connections' drain (Timing.drain_timeout_s, 2 s) plus this
+# margin; all the rest is for writing out the backlog and sealing the segment.
 STOP_MARGIN_S = 0.25
-SEAL_S = 2.0
+MIN_SEAL_S = 0.1  # even past the deadline the writer gets one last try
 DISCOVER_RETRY_S = 30.0  # a failed discovery is retried sooner than the full interval
 
 
@@ -77,6 +77,8 @@ class Daemon:
         self._gate = OpenGate(config.timing.open_spacing_s)
         self._last_frames = (time.monotonic(), 0)
         self._state = "starting"
+        self._stop_at: float | None = None  # monotonic time of the first stop request
+        self.lost = 0  # records a timed-out stop could not write
 
     # ----- sources and reconciling -----
 
@@ -177,6 +179,8 @@ class Daemon:
     # ----- running -----
 
     def request_stop(self) -> None:
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
         self._stop.set()
 
     async def run(self) -> None:
@@ -202,16 +206,21 @@ class Daemon:
                 await self._shutdown()
         if self.fatal is not None:
             raise WalDiedError(f"WAL writer died: {self.fatal}")
+        if self.lost:
+            raise StopTimeoutError(
+                f"stop timed out after {self.config.stop_timeout_s:g}s (--stop-timeout): "
+                f"{self.lost} records were not written; the disk is slow or failing"
+            )
 
     def _open_writer(self) -> WalWriter:
         cfg = self.config
         defaults = Policy()
         policy = Policy(
             flush_ms=cfg.flush_ms if cfg.flush_ms is not None else defaults.flush_ms,
-            batch_bytes=min(DEFAULT_BATCH_BYTES, cfg.max_buffer_bytes),
+            batch_bytes=min(DEFAULT_BATCH_BYTES, cfg.wal_queue_bytes),
             rotate_s=cfg.rotate_s or defaults.rotate_s,
             rotate_bytes=cfg.rotate_bytes or defaults.rotate_bytes,
-            max_buffer_bytes=cfg.max_buffer_bytes,
+            max_buffer_bytes=cfg.wal_queue_bytes,
         )
         hooks = Hooks(on_error=self._wal_error)
         return WalWriter.open(cfg.wal_dir, policy, writer=WRITER_NAME, hooks=hooks, ops=self.ops)
@@ -331,9 +340,18 @@ class Daemon:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
 
+    def _left_s(self) -> float:
+        """Seconds left of --stop-timeout since the stop was requested."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
+        return self._stop_at + self.config.stop_timeout_s - time.monotonic()
+
     async def _shutdown(self) -> None:
         """Close the connections, recording until each server has closed (at most the
-        drain timeout), then write out and seal the segment: well within 5 s."""
+        drain timeout), then write out and seal the segment, all within --stop-timeout.
+        When the writer cannot finish in time, the records it could not write are lost:
+        a CRITICAL line says how many, the WAL lock stays held while the writer thread
+        lives, and ``run`` exits 1."""
         self._check_writer()
         if self.fatal is None:
             self._state = "stopping"
@@ -345,17 +363,26 @@ class Daemon:
         tasks = [*stops, *self._tasks.values()]
         if tasks:
             limit = self.config.timing.drain_timeout_s + STOP_MARGIN_S
-            _, pending = await asyncio.wait(tasks, timeout=limit)
+            _, pending = await asyncio.wait(tasks, timeout=max(min(limit, self._left_s()), 0))
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.gather(*self._background, return_exceptions=True)
         if self.writer is not None:
-            sealed = await asyncio.to_thread(self.writer.close, SEAL_S)
+            sealed = await asyncio.to_thread(self.writer.close, max(self._left_s(), MIN_SEAL_S))
             if not sealed:
                 log.error("the open segment could not be sealed; recovery seals it next start")
+            self.lost = self.writer.unwritten
+            if self.lost:
+                log.critical(
+                    "stop timed out after %gs (--stop-timeout): %d records were not "
+                    "written and are lost; the open segment is sealed by recovery at the "
+                    "next start",
+                    self.config.stop_timeout_s,
+                    self.lost,
+                )
         self._check_writer()
-        self._state = "failed" if self.fatal is not None else "stopped"
+        self._state = "failed" if self.fatal is not None or self.lost else "stopped"
         await self._write_status()
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)

@@ -6,7 +6,8 @@ Tree::
     ├── ConfigError      an option or an assets file is unusable (the user fixes it)
     ├── DiscoveryError   Gamma could not be read or answered something unexpected
     ├── StatusError      no usable status file: the daemon is not running or is stuck
-    └── WalDiedError     the WAL writer thread died: exit so that systemd restarts us
+    ├── WalDiedError     the WAL writer thread died: exit so that systemd restarts us
+    └── StopTimeoutError a graceful stop ran out of --stop-timeout: records were lost
 
 WAL problems are ``wal.WalError``s (e.g. ``WalLockedError``) and pass through as they are.
 """
@@ -32,3 +33,8 @@ class StatusError(CaptureError):
 
 class WalDiedError(CaptureError):
     """The WAL writer thread died; the daemon exits (status 1) for systemd to restart it."""
+
+
+class StopTimeoutError(CaptureError):
+    """The writer could not write out its backlog within ``--stop-timeout`` (a slow or
+    failing disk): the records not written are lost; recovery seals the segment."""

@@ -1,11 +1,14 @@
 """The WAL writer: hand records over without waiting, a thread makes them durable.
 
-``append`` encodes a record and queues it; it never touches the disk, so an asyncio
-receive loop can call it directly. A background thread takes queued records in batches,
-compresses each batch into one zstd frame, writes it and fdatasyncs it before the next,
-rotates and seals segments. Memory is bounded by ``max_buffer_bytes``: past it records
-are dropped and counted, and a ``dropped`` record is queued as soon as there is room.
-Disk errors are logged and retried with backoff; the data stays in memory meanwhile.
+``append`` encodes a record and queues it; ``append_frame`` queues a received text
+frame as it is (a tuple), and the writer thread encodes a whole batch of them at once:
+neither touches the disk, and ``append_frame`` does no per-frame encoding, so an asyncio
+receive loop can call it for every message. The background thread takes queued records
+in batches, compresses each batch into one zstd frame, writes it and fdatasyncs it
+before the next, rotates and seals segments. Memory is bounded by ``max_buffer_bytes``,
+counted as what the queued Python objects really occupy: past it records are dropped
+and counted, and a ``dropped`` record is queued as soon as there is room. Disk errors
+are logged and retried with backoff; the data stays in memory meanwhile.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from sys import getsizeof
 from typing import Any
 
 from wal import records as rec
@@ -27,9 +31,20 @@ from wal.errors import (
 from wal.fsutil import REAL_OPS, FileOps, write_durably
 from wal.lock import DirectoryLock
 from wal.naming import SEQ_NAME, make_name, next_seq
-from wal.policy import DEFAULT_LEVEL, Policy, split_batches
+from wal.pending import (
+    FRAME_LINE_BYTES,
+    OVERHEAD_BYTES,
+    Item,
+    Pending,
+    encode_items,
+    item_cost,
+    item_size,
+    line_item,
+)
+from wal.policy import DEFAULT_LEVEL, Policy
 from wal.recovery import recover_directory
 from wal.segment import OpenSegment, compressor
+from wal.slowdisk import WRITER_THREAD, from_env
 from wal.stats import Hooks, WriterStats
 from wal.writer_info import DEFAULT_WRITER
 
@@ -37,9 +52,9 @@ log = logging.getLogger(__name__)
 
 RETRY_INITIAL_S = 0.1  # first retry after a disk error
 RETRY_MAX_S = 5.0  # a full disk is retried at least this often
-DROPPED_RECORD_BYTES = 120  # room a `dropped` record needs in the buffer
+CLOSE_GRACE_S = 0.1  # after a timed-out close: a thread between batches ends by then
+DROPPED_RECORD_BYTES = 160  # room a `dropped` record needs in the buffer (line and overhead)
 DROP_LOG_EVERY_S = 10.0  # drops are always recorded in the WAL; the log line is rate-limited
-_FRAME_PREFIX = b'{"type":"frame"'
 
 
 class WalWriter:
@@ -59,16 +74,19 @@ class WalWriter:
     ) -> None:
         self.directory = Path(directory)
         self.policy = policy or Policy()
+        self._max_buffer_bytes = self.policy.max_buffer_bytes  # the policy is frozen
         self.writer_name = writer
         self.level = level
-        self.ops = ops
+        self.ops = from_env(ops)
         self.hooks = hooks or Hooks()
         self.clock_ns = clock_ns
         self.monotonic = monotonic
         self.stats = WriterStats()
-        self._cond = threading.Condition()
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        # A plain Lock (never taken twice by one thread), entered directly on the hot path:
+        # ``with self._cond`` would add a Python-level call per frame.
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
+        self._pending = Pending(self.policy.batch_bytes)
         self._first_pending_at: float | None = None
         self._dropped_unrecorded = 0
         self._closing = False
@@ -83,6 +101,7 @@ class WalWriter:
         self._last_seal: dict[str, Any] = {}
         self._drop_logged_at = -DROP_LOG_EVERY_S
         self.fatal_error: str | None = None  # set when the writer thread died
+        self.unwritten = 0  # records a close() that timed out could not write (lost)
 
     @classmethod
     def open(cls, directory: Path | str, policy: Policy | None = None, **kwargs: Any) -> WalWriter:
@@ -106,7 +125,7 @@ class WalWriter:
         except BaseException:
             self._lock.release()
             raise
-        self._thread = threading.Thread(target=self._run, name="wal-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=WRITER_THREAD, daemon=True)
         self._thread.start()
 
     # ----- the caller's side (any thread, never blocks on disk) -----
@@ -116,39 +135,68 @@ class WalWriter:
         because the buffer is full (the drop is counted and recorded later)."""
         if next(iter(record)) != "type":
             record = {"type": record["type"], **record}
-        return self._append_line(rec.encode_record(record))
+        return self._append_item(line_item(rec.encode_record(record)))
 
     def append_frame(self, ts_ns: int, conn: int, n: int, message: str | bytes) -> int:
-        """``append(records.frame(ts_ns, conn, n, message))``, faster. Same return value."""
-        return self._append_line(rec.encode_frame(ts_ns, conn, n, message))
+        """``append(records.frame(ts_ns, conn, n, message))``, faster: the message is
+        queued as it is and encoded by the writer thread. Same return value."""
+        # _append_item and _queue inlined: this runs for every frame received.
+        cost = getsizeof(message) + OVERHEAD_BYTES
+        stats = self.stats
+        with self._mutex:
+            if self.fatal_error is not None or self._closing:
+                self._refuse()
+            if stats.buffered_bytes + cost > self._max_buffer_bytes:
+                self._dropped_unrecorded += 1
+                stats.dropped_total += 1
+                return 0
+            if self._dropped_unrecorded:
+                self._record_drops()
+            pending = self._pending  # Pending.add inlined
+            items = pending.items
+            if not items:
+                self._first_pending_at = self.monotonic()
+                self._cond.notify_all()
+            items.append((ts_ns, conn, n, message))
+            pending.size += len(message) + FRAME_LINE_BYTES
+            pending.cost += cost
+            if pending.size - pending.cut_size >= pending.batch_bytes:
+                pending.cut()
+                self._cond.notify_all()
+            stats.buffered_bytes += cost
+            stats.appended += 1
+            return stats.appended
 
-    def _append_line(self, line: bytes) -> int:
-        size = len(line)
+    def _refuse(self) -> None:
+        """Under the lock: raise why no record can be taken any more."""
+        if self.fatal_error is not None:
+            raise WalFatalError(
+                f"WAL writer for {self.directory} died: {self.fatal_error}; restart "
+                "the process (recovery seals the open segment)"
+            )
+        raise WalClosedError(f"WAL writer for {self.directory} is closed")
+
+    def _append_item(self, item: Item) -> int:
+        cost = item_cost(item)
         with self._cond:
-            if self.fatal_error is not None:
-                raise WalFatalError(
-                    f"WAL writer for {self.directory} died: {self.fatal_error}; restart "
-                    "the process (recovery seals the open segment)"
-                )
-            if self._closing:
-                raise WalClosedError(f"WAL writer for {self.directory} is closed")
-            if self.stats.buffered_bytes + size > self.policy.max_buffer_bytes:
+            if self.fatal_error is not None or self._closing:
+                self._refuse()
+            if self.stats.buffered_bytes + cost > self._max_buffer_bytes:
                 self._dropped_unrecorded += 1
                 self.stats.dropped_total += 1
                 return 0
-            self._record_drops()
-            self._queue(line)
-            if self._pending_bytes >= self.policy.batch_bytes:
-                self._cond.notify_all()
+            if self._dropped_unrecorded:
+                self._record_drops()
+            self._queue(item, cost)
             return self.stats.appended
 
     def _record_drops(self) -> None:
         """Under the lock: queue a ``dropped`` record for drops not yet recorded."""
         if not self._dropped_unrecorded:
             return
-        self._queue(
-            rec.encode_record(rec.dropped(self.clock_ns(), self._dropped_unrecorded, "buffer_full"))
-        )
+        record = rec.dropped(self.clock_ns(), self._dropped_unrecorded, "buffer_full")
+        item = line_item(rec.encode_record(record))
+        self._queue(item, item_cost(item))
         self._dropped_unrecorded = 0
         now = self.monotonic()
         if now - self._drop_logged_at >= DROP_LOG_EVERY_S:
@@ -160,13 +208,13 @@ class WalWriter:
                 self.stats.dropped_total,
             )
 
-    def _queue(self, line: bytes) -> None:
-        if not self._pending:
+    def _queue(self, item: Item, cost: int) -> None:
+        if not self._pending.items:
             self._first_pending_at = self.monotonic()
             self._cond.notify_all()
-        self._pending.append(line)
-        self._pending_bytes += len(line)
-        self.stats.buffered_bytes += len(line)
+        if self._pending.add(item, item_size(item), cost):
+            self._cond.notify_all()
+        self.stats.buffered_bytes += cost
         self.stats.appended += 1
 
     def wait_durable(self, line_no: int, timeout: float | None = None) -> bool:
@@ -181,13 +229,16 @@ class WalWriter:
         """Ask for everything queued so far to be written now; wait until it is."""
         with self._cond:
             target = self.stats.appended
-            self._first_pending_at = 0.0 if self._pending else None
+            self._first_pending_at = 0.0 if self._pending.items else None
             self._cond.notify_all()
         return self.wait_durable(target, timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        """Write what is queued, seal the segment, release the lock. False when the disk
-        kept failing until ``timeout``: the records still queued are lost, and logged."""
+        """Write what is queued, seal the segment, release the lock. False when that did
+        not finish within ``timeout`` (a failing or slow disk): the records not written
+        by then (``unwritten``) are lost, and logged. The lock is released only once the
+        writer thread has ended; while it still runs, the lock stays held until the
+        process exits, so that no other writer can open the directory under it."""
         with self._cond:
             self._closing = True
             self._retry_at = None  # one last attempt now, not after a long backoff
@@ -202,18 +253,20 @@ class WalWriter:
             if thread.is_alive():
                 with self._cond:
                     self._closed = True
-                    lost = self.stats.appended - self.stats.durable
+                    self.unwritten = self.stats.appended - self.stats.durable
                     self._cond.notify_all()
                 log.error(
                     "WAL writer could not finish within %.1fs (%s): %d records were not "
                     "written and %d dropped ones not recorded; the open segment is sealed "
                     "by recovery at the next start",
                     timeout or 0,
-                    self.stats.last_error,
-                    lost,
+                    self.stats.last_error or "the disk is slow",
+                    self.unwritten,
                     self._dropped_unrecorded,
                 )
-                thread.join(1.0)
+                thread.join(CLOSE_GRACE_S)
+                if thread.is_alive():
+                    return False  # keep the lock: the thread may still write
                 self._lock.release()
                 return False
         self._lock.release()
@@ -236,9 +289,9 @@ class WalWriter:
                 self.stats.last_error = self.fatal_error
                 self._cond.notify_all()
 
-    def _wait_for_work(self) -> tuple[list[bytes] | None, bool]:
-        """Under the lock: sleep until work is due and take it: (lines, seal after them).
-        (None, _) means exit."""
+    def _wait_for_work(self) -> tuple[list[tuple[list[Item], int]] | None, bool]:
+        """Under the lock: sleep until work is due and take it: (batches with their
+        memory cost, seal after them). (None, _) means exit."""
         while True:
             if self._closed:
                 return None, False
@@ -252,20 +305,17 @@ class WalWriter:
                 self._record_drops()  # also when no append comes (quiet feed, shutdown)
             segment = self._segment
             unfinished = segment is not None and segment.seal_written
-            if self._closing and segment is None and not self._pending:
+            if self._closing and segment is None and not self._pending.items:
                 return None, False
             rotate = self._closing or (
                 segment is not None
                 and not segment.seal_written
                 and self.policy.rotate_due(now, self._opened_at, segment.size)
             )
-            flush = self.policy.flush_due(now, self._first_pending_at, self._pending_bytes)
+            flush = self.policy.flush_due(now, self._first_pending_at, self._pending.size)
             if rotate or flush or unfinished or segment is None:
-                lines = self._pending
-                self._pending = []
-                self._pending_bytes = 0
                 self._first_pending_at = None
-                return lines, rotate
+                return self._pending.take(), rotate
             self._cond.wait(self._next_deadline(now))
 
     def _rotate_due(self) -> bool:
@@ -279,11 +329,10 @@ class WalWriter:
             deadline = min(deadline, self.policy.flush_deadline(self._first_pending_at))
         return max(deadline - now, 0.0)
 
-    def _write(self, lines: list[bytes], seal: bool) -> None:
-        """Write ``lines`` as batches of at most batch_bytes, then seal if asked.
+    def _write(self, chunks: list[tuple[list[Item], int]], seal: bool) -> None:
+        """Write the batches, then seal if asked.
 
         On a disk error, whatever was not made durable goes back to the queue."""
-        chunks = split_batches(lines, self.policy.batch_bytes)
         done = 0
         try:
             if self._segment is not None and self._segment.seal_written:
@@ -294,29 +343,27 @@ class WalWriter:
                 if self._segment is None:
                     self._open_segment()
                 last = i == len(chunks) - 1
-                self._write_batch(chunk, with_seal=seal and last)
+                self._write_batch(*chunk, with_seal=seal and last)
                 done += 1
                 if not last and self._rotate_due():  # a backlog spans several segments
-                    self._write_batch([], with_seal=True)
+                    self._write_batch([], 0, with_seal=True)
                     self._finish_segment()
             if seal and self._segment is not None and not self._segment.seal_written:
-                self._write_batch([], with_seal=True)
+                self._write_batch([], 0, with_seal=True)
             if seal and self._segment is not None:
                 self._finish_segment()
         except (WalError, OSError) as exc:
-            self._failed(exc, [line for chunk in chunks[done:] for line in chunk])
+            self._failed(exc, [item for chunk, _ in chunks[done:] for item in chunk])
             return
         self._retry_delay = RETRY_INITIAL_S
         if self.stats.last_error is not None:
             log.warning("WAL writes succeed again in %s", self.directory)
             self.stats.last_error = None
 
-    def _write_batch(self, chunk: list[bytes], *, with_seal: bool) -> None:
+    def _write_batch(self, chunk: list[Item], cost: int, *, with_seal: bool) -> None:
         segment = self._segment
         assert segment is not None
-        data = b"".join(chunk)
-        chunk_bytes = len(data)
-        frames = sum(1 for line in chunk if line.startswith(_FRAME_PREFIX))
+        data, frames = encode_items(chunk)
         records = len(chunk)
         if with_seal:
             seal = rec.seal(self.clock_ns(), segment.records + records + 1, segment.frames + frames)
@@ -334,7 +381,7 @@ class WalWriter:
             self.hooks.on_fsync(elapsed)
         with self._cond:
             self.stats.durable += len(chunk)
-            self.stats.buffered_bytes -= chunk_bytes
+            self.stats.buffered_bytes -= cost
             self.stats.bytes_in += len(data)
             self.stats.bytes_out += len(compressed)
             self.stats.batches += 1
@@ -384,7 +431,7 @@ class WalWriter:
         except OSError as exc:  # the segment names on disk still give the sequence
             log.warning("could not record the next sequence number in %s: %s", SEQ_NAME, exc)
 
-    def _failed(self, exc: WalError | OSError, unwritten: list[bytes]) -> None:
+    def _failed(self, exc: WalError | OSError, unwritten: list[Item]) -> None:
         """Put ``unwritten`` back at the head of the queue and schedule a retry."""
         if isinstance(exc, OSError):
             exc = WalWriteError(f"disk operation in {self.directory} failed: {exc}")
@@ -392,9 +439,8 @@ class WalWriter:
         with self._cond:
             self.stats.write_errors += 1
             self.stats.last_error = str(exc)
-            self._pending[:0] = unwritten
-            self._pending_bytes += sum(len(line) for line in unwritten)
-            if self._first_pending_at is None and self._pending:
+            self._pending.requeue(unwritten)
+            if self._first_pending_at is None and self._pending.items:
                 self._first_pending_at = self.monotonic()
             delay = self._retry_delay
             self._retry_at = self.monotonic() + delay

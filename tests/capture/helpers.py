@@ -180,3 +180,53 @@ class DeafServer(LoopbackServer):
             pass
         finally:
             writer.close()
+
+
+class FloodServer(LoopbackServer):
+    """A WebSocket server that, once ``go`` is set, sends the same text frame over and
+    over as fast as the socket takes it (pre-encoded: the test's loop stays light), until
+    ``stop()``. What the client sends is never read."""
+
+    SCHEME = "ws"
+    PATH = "/ws/market"
+    FRAMES_PER_WRITE = 2000
+
+    def __init__(self, payload: str) -> None:
+        super().__init__()
+        data = payload.encode()
+        assert len(data) < 1 << 16
+        head = bytes([0x81, len(data)]) if len(data) < 126 else bytes([0x81, 126])
+        if len(data) >= 126:
+            head += len(data).to_bytes(2, "big")
+        self.blob = (head + data) * self.FRAMES_PER_WRITE
+        self.go = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.sent = 0
+        self._stopping = False
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode()
+            key = next(
+                line.split(":", 1)[1].strip()
+                for line in head.split("\r\n")
+                if line.lower().startswith("sec-websocket-key:")
+            )
+            accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept.encode() + b"\r\n\r\n"
+            )
+            self.connected.set()
+            await self.go.wait()
+            while not self._stopping:
+                writer.write(self.blob)
+                self.sent += self.FRAMES_PER_WRITE
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()

@@ -255,7 +255,7 @@ async def test_an_unexpected_error_costs_one_session_not_the_connection(exchange
 async def test_stop_records_everything_sent_before_the_server_saw_our_close():
     # The watchdog is not under test: a flat-out stream on a busy machine can hold a PONG
     # back for more than FAST's second.
-    timing = dataclasses.replace(FAST, pong_timeout_s=scaled(10))
+    timing = dataclasses.replace(FAST, pong_timeout_s=TIMEOUT_S, silence_timeout_s=TIMEOUT_S)
     async with FakeExchange(assets=4, rate=0, seed=5, ping_timeout=scaled(10)) as ex:  # flat out
         sink = ListSink()
         conn = Connection(0, ex.ws_url, ex.tokens(), sink=sink, gate=OpenGate(0), timing=timing)

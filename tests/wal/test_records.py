@@ -63,3 +63,21 @@ def test_decode_rejects_non_record():
 def test_fast_frame_encoding_is_byte_identical(ts_ns, conn, n, message):
     expected = encode_record(records.frame(ts_ns, conn, n, message))
     assert records.encode_frame(ts_ns, conn, n, message) == expected
+
+
+_frame_texts = st.one_of(
+    st.text(),
+    st.binary(max_size=50),
+    st.text(st.characters(min_codepoint=0, max_codepoint=0x3000)),  # controls, U+2028
+    st.text(st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010)),  # surrogates too
+)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2**63), st.integers(0, 10**6), st.integers(0, 2**40), _frame_texts)
+    )
+)
+def test_batch_frame_encoding_is_byte_identical(frames):
+    expected = b"".join(encode_record(records.frame(*f)) for f in frames)
+    assert records.encode_frames(frames) == expected
