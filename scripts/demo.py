@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 
+from loader import hypertables
 from scripts import pgserver
 from scripts.pipeline import (
     ROOT,
@@ -65,7 +66,8 @@ def run(seconds: float, keep_db: bool) -> int:
     say(f"fake exchange on {exchange.ws_url} with {exchange.tokens} assets")
     procs: list[Proc] = []
     try:
-        print(run_cli("loader", "--dsn", dsn, "init-db").stderr.strip())
+        init = run_cli("loader", "--dsn", dsn, "init-db")  # says plain tables or TimescaleDB
+        say(init.stdout.strip().replace("\n", "\n[demo] "))
         capture = start_capture(DEMO, wal_dir, exchange, "--rotate-seconds", str(ROTATE_S))
         loader = start_loader(DEMO, wal_dir, dsn, "--poll-seconds", "1")
         procs = [capture, loader]
@@ -120,6 +122,7 @@ def _report(dsn: str, wal_dir: Path, exchange: Exchange) -> bool:
     with psycopg.connect(dsn) as conn:
         loaded = conn.execute("SELECT count(*) FROM trades").fetchone()
         top = conn.execute(TOP_MARKETS).fetchall()
+        setup = hypertables.describe(conn).describe()
     loaded_n = loaded[0] if loaded else 0
     print()
     print("polymarket-capture demo report")
@@ -131,7 +134,7 @@ def _report(dsn: str, wal_dir: Path, exchange: Exchange) -> bool:
     )
     print(f"  trades sent           {sum(sent.values()):>10}   (by the fake exchange)")
     print(f"  trades in the WAL     {sum(wal.trades.values()):>10}")
-    print(f"  trades loaded         {loaded_n:>10}   (PostgreSQL table trades)")
+    print(f"  trades loaded         {loaded_n:>10}   (view trades: {setup})")
     ok = sent == wal.trades and loaded_n == sum(sent.values())
     verdict = "all sent trades loaded exactly once" if ok else f"MISMATCH: see the logs in {DEMO}"
     print(f"  check                 {verdict}")
