@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from loader.bookschema import BOOK_TABLES
-from loader.hypertables import LICENSE_ERROR, ORDERBY, SEGMENTBY
+from loader.hypertables import try_enable_compression
 from loader.timescale import Plan
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def converge(
         if info is None:
             continue
         hypertables.append(table)
-        if plan.compression and (info or _enable_compression(conn, table)):
+        if plan.compression and (info or try_enable_compression(conn, table)):
             _ensure_policy(conn, table, compress_after)
     return hypertables
 
@@ -54,22 +54,6 @@ def _info(conn: psycopg.Connection, table: str) -> bool | None:
         (table,),
     ).fetchone()
     return None if found is None else bool(found[0])
-
-
-def _enable_compression(conn: psycopg.Connection, table: str) -> bool:
-    try:
-        with conn.transaction():
-            conn.execute(
-                sql.SQL(
-                    "ALTER TABLE {} SET (timescaledb.compress,"
-                    " timescaledb.compress_segmentby = {}, timescaledb.compress_orderby = {})"
-                ).format(sql.Identifier(table), sql.Literal(SEGMENTBY), sql.Literal(ORDERBY))
-            )
-    except psycopg.errors.FeatureNotSupported as exc:
-        if LICENSE_ERROR not in str(exc):
-            raise
-        return False
-    return True
 
 
 def _ensure_policy(conn: psycopg.Connection, table: str, compress_after: timedelta) -> None:
