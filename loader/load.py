@@ -19,8 +19,10 @@ from pathlib import Path
 
 import psycopg
 
-from loader import store
+from loader import carry, store
+from loader.coverage import Coverage
 from loader.db import Stopped
+from loader.gaps import Gap
 from loader.parse import PARSER_VERSION, BatchResult, ParseError, TradeRow, scan_batch
 from loader.prefetch import Prefetch
 from loader.store import Pending, SegmentState
@@ -114,12 +116,17 @@ class SegmentLoader:
         self, path: Path, state: SegmentState, batches: Iterator[tuple[int, BatchResult]]
     ) -> Outcome:
         committed, total = state.offset_bytes, Pending(end=state.offset_bytes)
+        cover: Coverage | None = None
         while True:
             pending = Pending(end=committed)
             with self._transaction():
                 store.check_unchanged(store.lock_segment(self.conn, state.id), committed)
+                if cover is None:
+                    cover = carry.load(self.conn, state.id, state.name, committed)
+                gaps: list[Gap] = []
                 with store.trade_copy(self.conn, state.id, self.keys) as write:
-                    status, error = self._fill(batches, pending, write, bounded=True)
+                    status, error = self._fill(batches, pending, write, cover, gaps, bounded=True)
+                self._cover(state.id, cover, gaps, finished=status != "loading")
                 self._record(state.id, pending, status, error)
             committed = pending.end
             _merge(total, pending)
@@ -136,11 +143,14 @@ class SegmentLoader:
         with self._transaction():
             current = store.lock_segment(self.conn, state.id)
             store.reset_segment(self.conn, current, self.parser.version)
+            carry.reset(self.conn, state.id)
+            cover, gaps = carry.load(self.conn, state.id, state.name, 0), list[Gap]()
             with (
                 Prefetch(read_batches(path, 0, self.parser)) as ahead,
                 store.trade_copy(self.conn, state.id, self.keys) as write,
             ):
-                status, error = self._fill(iter(ahead), pending, write)
+                status, error = self._fill(iter(ahead), pending, write, cover, gaps)
+            self._cover(state.id, cover, gaps, finished=True)
             self._record(state.id, pending, status, error)
         return _outcome(path, status, pending, error)
 
@@ -149,10 +159,15 @@ class SegmentLoader:
         batches: Iterator[tuple[int, BatchResult]],
         pending: Pending,
         write: Callable[[list[TradeRow]], None],
+        cover: Coverage,
+        gaps: list[Gap],
         *,
         bounded: bool = False,
     ) -> tuple[str, tuple[int, str] | None]:
         """Parse and write batches into the open COPY. Returns (status, corruption).
+
+        ``cover`` decides which rows of a batch load (one per trade across replicas) and
+        adds the gaps the batch's records ended to ``gaps``.
 
         ``bounded`` (run): stop after ``batch_trades`` trades, MAX_FRAMES_PER_TXN frames or
         a stop request, with status ``loading``. Unbounded (reparse): a stop request
@@ -161,6 +176,8 @@ class SegmentLoader:
         frames = 0
         try:
             for end, result in batches:
+                result.rows, ended = cover.feed(result)
+                gaps.extend(ended)
                 write(result.rows)
                 pending.add(end, result)
                 self._log_errors(result.errors)
@@ -177,6 +194,11 @@ class SegmentLoader:
             log.error("segment %s is corrupt: %s", exc.path.name, exc)
             return "corrupt", (exc.offset, exc.cause)
         return "loaded", None
+
+    def _cover(self, segment_id: int, cover: Coverage, gaps: list[Gap], *, finished: bool) -> None:
+        """Write the gaps and the state of this transaction (after its COPY ended)."""
+        carry.write_gaps(self.conn, segment_id, gaps + (cover.open_gaps() if finished else []))
+        carry.save(self.conn, segment_id, cover)
 
     def _record(
         self, segment_id: int, pending: Pending, status: str, error: tuple[int, str] | None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from wal.naming import make_name
-from wal.records import Record, encode_record, frame, seal, segment_header
+from wal.records import Record, conn_open, encode_record, frame, seal, segment_header, sent
 from wal.segment import compressor
 
 BASE_NS = 1_786_728_467_000_000_000  # 2026-08-14: where the real frames' clocks are
@@ -140,3 +140,20 @@ def build_wal(wal_dir: Path) -> Counter[TradeKey]:
         write_segment(wal_dir, seq, batches)
     assert sum(written.values()) == CRASH_WAL_TRADES
     return written
+
+
+def opened(ts_ns: int, conn: int, shard: int | None = None, replica: int | None = None) -> Record:
+    """A ``conn_open``; with ``shard``/``replica`` as capture writes them with redundancy."""
+    record = conn_open(ts_ns, conn, URL)
+    if shard is not None:
+        record |= {"shard": shard, "replica": replica or 0}
+    return record
+
+
+def subscribed(ts_ns: int, conn: int, assets: Sequence[str]) -> Record:
+    """The initial subscribe ``sent`` record of a connection."""
+    text = json.dumps({"assets_ids": list(assets), "type": "market", "initial_dump": True})
+    return sent(ts_ns, conn, text)
+
+
+URL = "ws://127.0.0.1:1/ws/market"

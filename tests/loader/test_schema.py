@@ -214,7 +214,7 @@ def test_init_db_migrates_a_v1_database_in_place_keeping_every_row(
         texts = conn.execute(
             "SELECT count(*) FROM trade_rows WHERE tx_hash_text IS NOT NULL"
         ).fetchone()
-    assert result.applied == [2, 3]
+    assert result.applied == [2, 3, 4]
     assert sum(v1_rows.values()) > 35 and v2_rows == v1_rows
     assert db_trades(fresh_db) == expected_trades(sealed(wal_dir))
     assert texts == (2,)
