@@ -141,3 +141,30 @@ def summary(conn: psycopg.Connection, since: datetime, now: datetime) -> dict[st
     coverage = {token: round(max(0.0, 1 - seconds / window), 6) for token, seconds in per_token}
     count, seconds = row if row else (0, 0.0)
     return {"count": int(count), "seconds": round(float(seconds), 3), "coverage": coverage}
+
+
+def render(gaps: list[dict[str, Any]]) -> str:
+    """``loader gaps``: one line per gap (start, end or ``open``, seconds, cause, assets)."""
+    if not gaps:
+        return "no gaps"
+    lines = []
+    for g in gaps:
+        end = g["ended_at"]
+        seconds = f"{(end - g['started_at']).total_seconds():.3f} s" if end else "open"
+        tokens = g["token_ids"]
+        lines.append(
+            f"{g['started_at'].isoformat()}  {end.isoformat() if end else 'open':32}  "
+            f"{seconds:>12}  {g['cause']}  {len(tokens)} assets: {' '.join(tokens)}"
+        )
+    return "\n".join(lines)
+
+
+def to_json(gaps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        g | {"started_at": g["started_at"].isoformat(), "ended_at": _iso(g["ended_at"])}
+        for g in gaps
+    ]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

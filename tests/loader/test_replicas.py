@@ -28,7 +28,7 @@ from tests.loader.helpers import DB_TRADE_KEYS, opened, subscribed, trade_frame,
 from tests.timeouts import TIMEOUT_S
 
 BOTH_DOWN = (200, 230)  # spans the segment boundary after event 210
-KILLS = 6
+KILLS = 4
 
 
 def loaded_keys(dsn: str) -> Counter[Any]:
