@@ -55,15 +55,21 @@ def text_frame(i: int, text: str) -> Record:
     return frame(BASE_NS + i * 1000, 0, i, text)
 
 
-def write_segment(directory: Path, seq: int, batches: Sequence[Sequence[Record]]) -> Path:
-    """A sealed segment whose zstd frames hold ``batches`` (header and seal added)."""
+def write_segment(
+    directory: Path, seq: int, batches: Sequence[Sequence[Record]], *, recovered: bool = False
+) -> Path:
+    """A sealed segment whose zstd frames hold ``batches`` (header and seal added).
+    ``recovered``: sealed by crash recovery (the seal alone in a last zstd frame)."""
     created_ns = BASE_NS + seq * 1_000_000_000
     name = make_name(seq, created_ns)
     chunks: list[list[Record]] = [list(b) for b in batches] or [[]]
     chunks[0].insert(0, segment_header(seq, created_ns, "tests", host="test"))
     records = sum(len(c) for c in chunks) + 1
     frames = sum(1 for c in chunks for r in c if r["type"] == "frame")
-    chunks[-1].append(seal(created_ns + 1, records, frames))
+    if recovered:
+        chunks.append([seal(created_ns + 1, records, frames, recovered=True, truncated_bytes=0)])
+    else:
+        chunks[-1].append(seal(created_ns + 1, records, frames))
     cctx = compressor(3)
     data = b"".join(cctx.compress(b"".join(map(encode_record, c))) for c in chunks)
     path = directory / name.sealed_name
