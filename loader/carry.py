@@ -10,7 +10,8 @@ the earlier one loaded.
 How a gap is stored (``gap_rows``, read through the ``gaps`` view): each segment writes
 the gaps that ended in it and, when it is finished, the gaps still open at its end
 (``ended_at`` NULL). One gap is identified by ``(shard, started_at)``; the view shows
-the ended row if there is one, else the open row of the latest segment. A reparse of a
+the ended row if there is one, else the open row of the latest segment (a gap open over
+k segment ends leaves k open rows; they are few: one per segment of an outage). A reparse of a
 segment deletes and rewrites only its own rows, from the same carried state, so the
 view shows the same gaps afterwards; no row of another segment is ever updated.
 """
@@ -107,7 +108,7 @@ def gaps_since(
     """Gaps that ended after ``since`` (or are open), oldest first; of ``token`` if given."""
     rows = conn.execute(
         "SELECT started_at, ended_at, token_ids, cause, segment_id, shard FROM gaps"
-        " WHERE coalesce(ended_at, 'infinity') > %s AND (%s::text IS NULL OR %s = ANY(token_ids))"
+        " WHERE (ended_at > %s OR ended_at IS NULL) AND (%s::text IS NULL OR %s = ANY(token_ids))"
         " ORDER BY started_at, shard",
         (since, token, token),
     ).fetchall()
@@ -122,7 +123,7 @@ SELECT token, extract(epoch FROM sum(upper(r) - lower(r)))::float8 FROM (
                                            least(coalesce(ended_at, %(now)s), %(now)s))))
          AS r
     FROM gaps, unnest(token_ids) AS token
-   WHERE coalesce(ended_at, 'infinity') > %(since)s AND started_at < %(now)s
+   WHERE (ended_at > %(since)s OR ended_at IS NULL) AND started_at < %(now)s
    GROUP BY token) t
  GROUP BY token"""
 
@@ -133,7 +134,7 @@ def summary(conn: psycopg.Connection, since: datetime, now: datetime) -> dict[st
     row = conn.execute(
         "SELECT count(*), coalesce(extract(epoch FROM sum(least(coalesce(ended_at, %(now)s),"
         " %(now)s) - greatest(started_at, %(since)s))), 0)::float8 FROM gaps"
-        " WHERE coalesce(ended_at, 'infinity') > %(since)s AND started_at < %(now)s",
+        " WHERE (ended_at > %(since)s OR ended_at IS NULL) AND started_at < %(now)s",
         {"since": since, "now": now},
     ).fetchone()
     window = max((now - since).total_seconds(), 1e-9)

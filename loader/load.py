@@ -144,7 +144,8 @@ class SegmentLoader:
             current = store.lock_segment(self.conn, state.id)
             store.reset_segment(self.conn, current, self.parser.version)
             carry.reset(self.conn, state.id)
-            cover, gaps = carry.load(self.conn, state.id, state.name, 0), list[Gap]()
+            cover = carry.load(self.conn, state.id, state.name, 0)
+            gaps: list[Gap] = []
             with (
                 Prefetch(read_batches(path, 0, self.parser)) as ahead,
                 store.trade_copy(self.conn, state.id, self.keys) as write,

@@ -260,10 +260,24 @@ _V4_STATEMENTS = (
     cause      text NOT NULL
 )""",
     "CREATE INDEX gap_rows_segment ON gap_rows (segment_id)",
+    "CREATE INDEX gap_rows_ended ON gap_rows (ended_at)",
     "CREATE INDEX gap_rows_gap ON gap_rows (shard, started_at)",
+    "CREATE INDEX gap_rows_open ON gap_rows (shard, started_at) WHERE ended_at IS NULL",
+    # A gap ends in exactly one segment; until then each segment it was open at the end
+    # of holds an open row. The view: every ended row, and for a gap not ended anywhere
+    # the open row of the latest segment. A filter on ended_at reaches the index.
     """CREATE VIEW gaps AS
-SELECT DISTINCT ON (shard, started_at) started_at, ended_at, token_ids, cause, segment_id, shard
-  FROM gap_rows ORDER BY shard, started_at, ended_at IS NULL, segment_id DESC""",
+SELECT started_at, ended_at, token_ids, cause, segment_id, shard
+  FROM gap_rows WHERE ended_at IS NOT NULL
+UNION ALL
+SELECT * FROM (
+  SELECT DISTINCT ON (shard, started_at) started_at, ended_at, token_ids, cause, segment_id,
+         shard
+    FROM gap_rows o
+   WHERE ended_at IS NULL AND NOT EXISTS (
+         SELECT 1 FROM gap_rows e WHERE e.shard = o.shard AND e.started_at = o.started_at
+            AND e.ended_at IS NOT NULL)
+   ORDER BY shard, started_at, segment_id DESC) still_open""",
 )
 
 
