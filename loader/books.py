@@ -184,9 +184,11 @@ def scan_books(
         trades.records += 1
         record = parse._decode_record(line)
         if record["type"] != "frame":
+            trades.others.append((len(trades.rows), record))  # for coverage, as scan_batch
             continue
         trades.frames += 1
         received_ns = record.get("ts_ns")
+        first = len(trades.rows)
         for event in parse._events(record):
             kind = event.get("event_type")
             if kind == parse.TRADE_EVENT:
@@ -201,6 +203,9 @@ def scan_books(
                     trades.rows.append(row)
             elif kind in BOOK_EVENTS:
                 add_event(event, received_ns, books, segment, offset)
+        if len(trades.rows) > first:
+            trades.sources.append((first, record.get("conn", -1), record.get("ts_ns", 0)))
+    trades.last_frame_ns = parse._last_frame_ns(data)
     return trades, books
 
 

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import click
 import psycopg
 from psycopg import conninfo
 
-from loader import bookview, db, schema, status
+from loader import bookview, carry, db, schema, status
 from loader.errors import LoaderError, SegmentNameError
 from loader.load import DEFAULT_BATCH_TRADES, Outcome
 from loader.parse import PARSER_VERSION
@@ -340,6 +340,8 @@ def status_cmd(dsn: str | None, wal_dir: Path, as_json: bool) -> None:
         db.require_schema(conn)
         report = status.collect(conn, wal_dir)
         report.database = schema.setup_summary(conn)
+        now = datetime.now(UTC)
+        report.gaps_24h = carry.summary(conn, now - timedelta(days=1), now)
     click.echo(
         json.dumps(report.to_dict(), sort_keys=True) if as_json else status.render(report, wal_dir)
     )
@@ -408,6 +410,28 @@ def book_cmd(dsn: str | None, token: str, at: str, depth: int | None, as_json: b
         click.echo(json.dumps(book.to_dict(depth), sort_keys=True))
     else:
         click.echo(bookview.render(book, depth))
+
+
+@main.command("gaps")
+@SUB_DSN
+@click.option(
+    "--since",
+    envvar="LOADER_SINCE",
+    show_envvar=True,
+    type=Interval(),
+    default="1d",
+    show_default=True,
+    help="Gaps that ended within this long ago, or are still open.",
+)
+@click.option("--token", metavar="ID", help="Only gaps of this asset (token id).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+@click.pass_obj
+def gaps_cmd(dsn: str | None, since: timedelta, token: str | None, as_json: bool) -> None:
+    """Spans in which no connection carried some assets (oldest first)."""
+    with _errors(dsn), db.connect(dsn) as conn:
+        db.require_schema(conn)
+        found = carry.gaps_since(conn, datetime.now(UTC) - since, token)
+    click.echo(json.dumps(carry.to_json(found)) if as_json else carry.render(found))
 
 
 def _reparse(runner: Runner, names: list[str]) -> RunReport:

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import psycopg
 
-from loader import bookstore, marketstore, store
+from loader import bookstore, carry, marketstore, store
 from loader.books import BookResult, scan_books
 from loader.bookstore import BookPending
+from loader.coverage import Coverage
 from loader.db import Stopped
 from loader.errors import ConcurrentLoadError
+from loader.gaps import Gap
 from loader.markets import MarketObservation, scan_markets
 from loader.parse import PARSER_VERSION, BatchResult, ParseError, TradeRow, scan_batch
 from loader.prefetch import Prefetch
@@ -149,12 +151,17 @@ class SegmentLoader:
         self, path: Path, state: SegmentState, batches: Iterator[tuple[int, BatchResult]]
     ) -> Outcome:
         committed, total = state.offset_bytes, Pending(end=state.offset_bytes)
+        cover: Coverage | None = None
         while True:
             pending = Pending(end=committed)
             with self._transaction():
                 store.check_unchanged(store.lock_segment(self.conn, state.id), committed)
+                if cover is None:
+                    cover = carry.load(self.conn, state.id, state.name, committed)
+                gaps: list[Gap] = []
                 with store.trade_copy(self.conn, state.id, self.keys) as write:
-                    status, error = self._fill(batches, pending, write, bounded=True)
+                    status, error = self._fill(batches, pending, write, cover, gaps, bounded=True)
+                self._cover(state.id, cover, gaps, finished=status != "loading")
                 self._record(state.id, pending, status, error)
             committed = pending.end
             _merge(total, pending)
@@ -172,13 +179,17 @@ class SegmentLoader:
             current = store.lock_segment(self.conn, state.id)
             store.reset_segment(self.conn, current, self.parser.version)
             self._reset_markets = marketstore.reset(self.conn, state.id)
+            carry.reset(self.conn, state.id)
+            cover = carry.load(self.conn, state.id, state.name, 0)
             if self.books:
-                return self._reload_with_books(path, state)
+                return self._reload_with_books(path, state, cover)
+            gaps: list[Gap] = []
             with (
                 Prefetch(read_batches(path, 0, self.parser)) as ahead,
                 store.trade_copy(self.conn, state.id, self.keys) as write,
             ):
-                status, error = self._fill(iter(ahead), pending, write)
+                status, error = self._fill(iter(ahead), pending, write, cover, gaps)
+            self._cover(state.id, cover, gaps, finished=True)
             self._record(state.id, pending, status, error)
         return _outcome(path, status, pending, error)
 
@@ -187,10 +198,15 @@ class SegmentLoader:
         batches: Iterator[tuple[int, BatchResult]],
         pending: Pending,
         write: Callable[[list[TradeRow]], None],
+        cover: Coverage,
+        gaps: list[Gap],
         *,
         bounded: bool = False,
     ) -> tuple[str, tuple[int, str] | None]:
         """Parse and write batches into the open COPY. Returns (status, corruption).
+
+        ``cover`` decides which rows of a batch load (one per trade across replicas) and
+        adds the gaps the batch's records ended to ``gaps``.
 
         ``bounded`` (run): stop after ``batch_trades`` trades, MAX_FRAMES_PER_TXN frames or
         a stop request, with status ``loading``. Unbounded (reparse): a stop request
@@ -199,6 +215,8 @@ class SegmentLoader:
         frames = 0
         try:
             for end, result in batches:
+                result.rows, ended = cover.feed(result)
+                gaps.extend(ended)
                 write(result.rows)
                 pending.add(end, result)
                 self._markets.extend(result.markets)
@@ -216,6 +234,11 @@ class SegmentLoader:
             log.error("segment %s is corrupt: %s", exc.path.name, exc)
             return "corrupt", (exc.offset, exc.cause)
         return "loaded", None
+
+    def _cover(self, segment_id: int, cover: Coverage, gaps: list[Gap], *, finished: bool) -> None:
+        """Write the gaps and the state of this transaction (after its COPY ended)."""
+        carry.write_gaps(self.conn, segment_id, gaps + (cover.open_gaps() if finished else []))
+        carry.save(self.conn, segment_id, cover)
 
     def _record(
         self, segment_id: int, pending: Pending, status: str, error: tuple[int, str] | None
@@ -237,6 +260,7 @@ class SegmentLoader:
         if not self.backfill(path, state.id):
             return Outcome(path.name, "stopped")
         committed, total = state.offset_bytes, Pending(end=state.offset_bytes)
+        cover: Coverage | None = None
         with Prefetch(read_book_batches(path, committed, self.parser)) as ahead:
             batches = iter(ahead)
             while True:
@@ -244,7 +268,13 @@ class SegmentLoader:
                 with self._transaction():
                     store.check_unchanged(store.lock_segment(self.conn, state.id), committed)
                     _check_books(bookstore.lock_books(self.conn, state.id), committed)
-                    status, error = self._fill_both(batches, state.id, pending, books, True)
+                    if cover is None:
+                        cover = carry.load(self.conn, state.id, state.name, committed)
+                    gaps: list[Gap] = []
+                    status, error = self._fill_both(
+                        batches, state.id, pending, books, (cover, gaps), bounded=True
+                    )
+                    self._cover(state.id, cover, gaps, finished=status != "loading")
                     self._record(state.id, pending, status, error)
                     bookstore.record_books(self.conn, state.id, books)
                 committed = pending.end
@@ -255,12 +285,16 @@ class SegmentLoader:
             status = "stopped"
         return _outcome(path, status, total, error)
 
-    def _reload_with_books(self, path: Path, state: SegmentState) -> Outcome:
+    def _reload_with_books(self, path: Path, state: SegmentState, cover: Coverage) -> Outcome:
         """The rest of ``reload`` with --books, inside its transaction."""
         pending, books = Pending(end=0), BookPending(end=0)
         bookstore.reset_books(self.conn, bookstore.lock_books(self.conn, state.id))
+        gaps: list[Gap] = []
         with Prefetch(read_book_batches(path, 0, self.parser)) as ahead:
-            status, error = self._fill_both(iter(ahead), state.id, pending, books, False)
+            status, error = self._fill_both(
+                iter(ahead), state.id, pending, books, (cover, gaps), bounded=False
+            )
+        self._cover(state.id, cover, gaps, finished=True)
         self._record(state.id, pending, status, error)
         bookstore.record_books(self.conn, state.id, books)
         return _outcome(path, status, pending, error)
@@ -329,9 +363,12 @@ class SegmentLoader:
         segment_id: int,
         pending: Pending,
         books: BookPending,
+        coverage: tuple[Coverage, list[Gap]],
+        *,
         bounded: bool,
     ) -> tuple[str, tuple[int, str] | None]:
         """As :meth:`_fill`, buffering trades and book rows and copying them in turn."""
+        cover, gaps = coverage
         trades: list[TradeRow] = []
         buffer = BookResult()
 
@@ -348,6 +385,8 @@ class SegmentLoader:
         frames = 0
         try:
             for end, (result, book_result) in batches:
+                result.rows, ended = cover.feed(result)
+                gaps.extend(ended)
                 trades.extend(result.rows)
                 self._markets.extend(result.markets)
                 buffer.extend(book_result)

@@ -115,6 +115,12 @@ class BatchResult:
     records: int = 0
     frames: int = 0
     markets: list[Any] = field(default_factory=list)  # loader.markets observations
+    # For coverage (loader.coverage): the non-frame records, each with the number of
+    # rows before it; per frame that gave rows, (index of its first row, conn, ts_ns);
+    # and the ts_ns of the batch's last line when it is a frame. Per record, not per row.
+    others: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    sources: list[tuple[int, int, int]] = field(default_factory=list)
+    last_frame_ns: int | None = None
 
 
 def parse_trade_event(event: dict[str, Any], *, received_ns: int | None = None) -> TradeRow | None:
@@ -199,12 +205,31 @@ def scan_batch(
             result.frames -= 1  # counted from its bytes above; counted by its type below
         record = _decode_record(line)
         if record["type"] != "frame":
+            result.others.append((len(result.rows), record))
             continue
         result.frames += 1
         rows, errors = parse_frame(record, segment=segment, offset=offset)
+        if rows:
+            result.sources.append(
+                (len(result.rows), record.get("conn", -1), record.get("ts_ns", 0))
+            )
         result.rows.extend(rows)
         result.errors.extend(errors)
+    result.last_frame_ns = _last_frame_ns(data)
     return result
+
+
+def _last_frame_ns(data: bytes) -> int | None:
+    """The ts_ns of the last line when the writer wrote it as a frame (its second key)."""
+    start = data.rfind(b"\n", 0, len(data) - 1) + 1
+    if not data.startswith(FRAME_LINE_PREFIX + b'"ts_ns":', start):
+        return None
+    digits = start + len(FRAME_LINE_PREFIX) + 8
+    end = data.find(b",", digits, digits + 24)
+    try:
+        return int(data[digits:end]) if end > 0 else None
+    except ValueError:
+        return None
 
 
 def _lines_to_decode(data: bytes, *, others: bool) -> list[int]:

@@ -243,11 +243,57 @@ def _migration_3(conn: psycopg.Connection, plan: Plan) -> None:
     conn.execute(_V3_INDEX)
 
 
+# v5: coverage (loader.carry). The state carried from commit to commit and segment to
+# segment, and the gaps, one row per segment that ended them or left them open.
+_V5_STATEMENTS = (
+    """CREATE TABLE segment_carry (
+    segment_id bigint PRIMARY KEY,     -- wal_segments.id
+    state      jsonb NOT NULL,         -- loader.coverage.Coverage at the committed offset
+    last_ns    bigint NOT NULL         -- the last record's ts_ns (a crash's gap starts there)
+)""",
+    """CREATE TABLE gap_rows (
+    segment_id bigint NOT NULL,        -- the segment that ended it, or left it open
+    shard      text NOT NULL,          -- s<shard>, c<conn> (no shard field), or dropped
+    started_at timestamptz NOT NULL,
+    ended_at   timestamptz,            -- NULL: still open at the end of that segment
+    token_ids  text[] NOT NULL,
+    cause      text NOT NULL
+)""",
+    "CREATE INDEX gap_rows_segment ON gap_rows (segment_id)",
+    "CREATE INDEX gap_rows_ended ON gap_rows (ended_at)",
+    "CREATE INDEX gap_rows_gap ON gap_rows (shard, started_at)",
+    "CREATE INDEX gap_rows_open ON gap_rows (shard, started_at) WHERE ended_at IS NULL",
+    # A gap ends in exactly one segment; until then each segment it was open at the end
+    # of holds an open row. The view: every ended row, and for a gap not ended anywhere
+    # the open row of the latest segment. A filter on ended_at reaches the index.
+    """CREATE VIEW gaps AS
+SELECT started_at, ended_at, token_ids, cause, segment_id, shard
+  FROM gap_rows WHERE ended_at IS NOT NULL
+UNION ALL
+SELECT * FROM (
+  SELECT DISTINCT ON (shard, started_at) started_at, ended_at, token_ids, cause, segment_id,
+         shard
+    FROM gap_rows o
+   WHERE ended_at IS NULL AND NOT EXISTS (
+         SELECT 1 FROM gap_rows e WHERE e.shard = o.shard AND e.started_at = o.started_at
+            AND e.ended_at IS NOT NULL)
+   ORDER BY shard, started_at, segment_id DESC) still_open""",
+)
+
+
+def _migration_5(conn: psycopg.Connection, plan: Plan) -> None:
+    """Coverage: segment_carry, gap_rows and the gaps view (filled by loading)."""
+    del plan  # small plain tables either way
+    for statement in _V5_STATEMENTS:
+        conn.execute(statement)
+
+
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _migration_1),
     (2, _migration_2),
     (3, _migration_3),
     (4, bookschema.migration),  # order books and market metadata
+    (5, _migration_5),  # coverage: gaps and the state carried between segments
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

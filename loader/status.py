@@ -39,6 +39,8 @@ class Status:
     missing: list[dict[str, Any]] = field(default_factory=list)
     # The TimescaleDB setup (loader.schema.setup_summary); filled by the CLI.
     database: dict[str, Any] = field(default_factory=dict)
+    # Gaps of the last 24 h (loader.carry.summary); filled by the CLI.
+    gaps_24h: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -247,6 +249,8 @@ def render(status: Status, wal_dir: Path | str = "DIR") -> str:
     ]
     if status.database:
         lines.append(f"database         {status.database['summary']}")
+    if status.gaps_24h:
+        lines.append(_gap_line(status.gaps_24h))
     for item in status.corrupt:
         lines.append(
             f"corrupt          {item['name']} at byte {item['offset']}: {item['error']}"
@@ -272,6 +276,20 @@ def render(status: Status, wal_dir: Path | str = "DIR") -> str:
     if any(item["in_wal_dir"] for item in status.unreadable):
         lines.append("                 " + UNREADABLE_REMEDY)
     return "\n".join(lines)
+
+
+SHOWN_COVERAGE = 5  # assets listed by coverage in the text form; --json has them all
+
+
+def _gap_line(gaps: dict[str, Any]) -> str:
+    line = f"gaps (24 h)      {gaps['count']} gaps, {gaps['seconds']:.1f} s"
+    worst = sorted(gaps["coverage"].items(), key=lambda item: (item[1], item[0]))
+    if worst:
+        shown = ", ".join(f"{token} {share:.2%}" for token, share in worst[:SHOWN_COVERAGE])
+        more = len(worst) - SHOWN_COVERAGE
+        line += f"; covered: {shown}" + (f" (+{more} more below 100%)" if more > 0 else "")
+        line += "; every other asset 100%"
+    return line
 
 
 def _age(name: str, now: float) -> float | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from wal.naming import make_name
-from wal.records import Record, encode_record, frame, seal, segment_header
+from wal.records import Record, conn_open, encode_record, frame, seal, segment_header, sent
 from wal.segment import compressor
 
 BASE_NS = 1_786_728_467_000_000_000  # 2026-08-14: where the real frames' clocks are
@@ -55,15 +55,21 @@ def text_frame(i: int, text: str) -> Record:
     return frame(BASE_NS + i * 1000, 0, i, text)
 
 
-def write_segment(directory: Path, seq: int, batches: Sequence[Sequence[Record]]) -> Path:
-    """A sealed segment whose zstd frames hold ``batches`` (header and seal added)."""
+def write_segment(
+    directory: Path, seq: int, batches: Sequence[Sequence[Record]], *, recovered: bool = False
+) -> Path:
+    """A sealed segment whose zstd frames hold ``batches`` (header and seal added).
+    ``recovered``: sealed by crash recovery (the seal alone in a last zstd frame)."""
     created_ns = BASE_NS + seq * 1_000_000_000
     name = make_name(seq, created_ns)
     chunks: list[list[Record]] = [list(b) for b in batches] or [[]]
     chunks[0].insert(0, segment_header(seq, created_ns, "tests", host="test"))
     records = sum(len(c) for c in chunks) + 1
     frames = sum(1 for c in chunks for r in c if r["type"] == "frame")
-    chunks[-1].append(seal(created_ns + 1, records, frames))
+    if recovered:
+        chunks.append([seal(created_ns + 1, records, frames, recovered=True, truncated_bytes=0)])
+    else:
+        chunks[-1].append(seal(created_ns + 1, records, frames))
     cctx = compressor(3)
     data = b"".join(cctx.compress(b"".join(map(encode_record, c))) for c in chunks)
     path = directory / name.sealed_name
@@ -140,3 +146,20 @@ def build_wal(wal_dir: Path) -> Counter[TradeKey]:
         write_segment(wal_dir, seq, batches)
     assert sum(written.values()) == CRASH_WAL_TRADES
     return written
+
+
+def opened(ts_ns: int, conn: int, shard: int | None = None, replica: int | None = None) -> Record:
+    """A ``conn_open``; with ``shard``/``replica`` as capture writes them with redundancy."""
+    record = conn_open(ts_ns, conn, URL)
+    if shard is not None:
+        record |= {"shard": shard, "replica": replica or 0}
+    return record
+
+
+def subscribed(ts_ns: int, conn: int, assets: Sequence[str]) -> Record:
+    """The initial subscribe ``sent`` record of a connection."""
+    text = json.dumps({"assets_ids": list(assets), "type": "market", "initial_dump": True})
+    return sent(ts_ns, conn, text)
+
+
+URL = "ws://127.0.0.1:1/ws/market"
