@@ -37,6 +37,9 @@ class Status:
     unreadable: list[dict[str, Any]] = field(default_factory=list)
     # Segments still ``loading`` whose file is gone from the WAL directory.
     missing: list[dict[str, Any]] = field(default_factory=list)
+    # Order-book rows loaded (--books), invalid book events, and segments whose book rows
+    # are not all loaded (a `loader run --books` backfills them).
+    books: dict[str, int] = field(default_factory=dict)
     # The TimescaleDB setup (loader.schema.setup_summary); filled by the CLI.
     database: dict[str, Any] = field(default_factory=dict)
     # Gaps of the last 24 h (loader.carry.summary); filled by the CLI.
@@ -49,7 +52,9 @@ class Status:
 # Totals by status in one pass over the table, with no row leaving the server.
 _TOTALS_SQL = """
 SELECT status, count(*), coalesce(sum(frames), 0), coalesce(sum(trades), 0),
-       coalesce(sum(parse_errors), 0), count(*) FILTER (WHERE parser_version < %s)
+       coalesce(sum(parse_errors), 0), count(*) FILTER (WHERE parser_version < %s),
+       coalesce(sum(book_rows), 0), coalesce(sum(book_errors), 0),
+       count(*) FILTER (WHERE status <> 'loading' AND books_offset < offset_bytes)
   FROM wal_segments GROUP BY status"""
 # The rows still to do or broken: few, found through the partial index of migration 2.
 _UNFINISHED_SQL = """
@@ -69,9 +74,15 @@ def collect(conn: psycopg.Connection, wal_dir: Path, now: float | None = None) -
     now = time.time() if now is None else now
     counts = dict.fromkeys(STATUSES, 0) | {"pending": 0}
     frames = trades = parse_errors = stale = 0
-    for state, n, f, t, e, old in conn.execute(_TOTALS_SQL, (PARSER_VERSION,)).fetchall():
+    books = dict.fromkeys(("rows", "errors", "segments_behind"), 0)
+    for state, n, f, t, e, old, br, be, bb in conn.execute(
+        _TOTALS_SQL, (PARSER_VERSION,)
+    ).fetchall():
         counts[state] = n
         frames, trades, parse_errors, stale = frames + f, trades + t, parse_errors + e, stale + old
+        books["rows"] += int(br)
+        books["errors"] += int(be)
+        books["segments_behind"] += int(bb)
     unfinished = {row[0]: row for row in conn.execute(_UNFINISHED_SQL).fetchall()}
     candidates = sorted(n for n in os.listdir(wal_dir) if n.endswith(SEALED_SUFFIX))
     known: set[str] = set()
@@ -103,6 +114,7 @@ def collect(conn: psycopg.Connection, wal_dir: Path, now: float | None = None) -
         trades=int(trades),
         parse_errors=int(parse_errors),
         stale_segments=int(stale),
+        books=books,
         corrupt=_corrupt_entries([(r[0], r[4], r[3]) for r in rows if r[1] == "corrupt"], on_disk),
         unreadable=_unreadable_entries([r for r in rows if r[1] == "unreadable"], on_disk),
         missing=[
@@ -247,6 +259,12 @@ def render(status: Status, wal_dir: Path | str = "DIR") -> str:
         f"totals           {status.frames} frames, {status.trades} trades, "
         f"{status.parse_errors} parse errors",
     ]
+    if status.books.get("rows"):
+        lines.append(
+            f"books            {status.books['rows']} rows, {status.books['errors']} invalid "
+            f"events, {status.books['segments_behind']} segments behind"
+            + (" (`loader run --books` backfills them)" if status.books["segments_behind"] else "")
+        )
     if status.database:
         lines.append(f"database         {status.database['summary']}")
     if status.gaps_24h:

@@ -135,3 +135,17 @@ def test_invalid_book_events_are_logged_once_each_up_to_a_limit(
     logged = [r for r in caplog.records if "invalid book event" in r.getMessage()]
     assert len(logged) == 5 and "only counted" in logged[-1].getMessage()
     assert next(iter(segments(db).values()))["book_errors"] == 8
+
+
+def test_status_shows_book_rows_and_the_segments_still_to_backfill(
+    db: str, wal_dir: Path
+) -> None:
+    build_book_wal(wal_dir, segments=1, frames_per_batch=20)
+    run_once(db, wal_dir, books=True)
+    write_segment(wal_dir, 5, [[trade_frame(9)]])
+    run_once(db, wal_dir)  # --books off: this segment's book rows are still to load
+    done = run_loader(db, "status", "--wal-dir", str(wal_dir))
+    assert done.returncode == 0, done.stderr
+    rows = sum(sum(r.values()) for r in expected_book_rows(sealed(wal_dir)).values())
+    assert f"books            {rows} rows" in done.stdout
+    assert "1 segments behind (`loader run --books` backfills them)" in done.stdout
