@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 a problem was found or an operation failed, 2 usage.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,8 @@ def _as_it_is_now(name: SegmentName, path: Path, look: Callable[[Path], T]) -> T
             except SegmentChangedError:
                 found = look(candidate)
         except FileNotFoundError:
+            if os.path.lexists(candidate):
+                raise  # the name is there (a dangling symlink): unreadable, not removed
             continue
         if not name.is_open or candidate.exists():  # still there: not sealed meanwhile
             return found

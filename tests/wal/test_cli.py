@@ -154,3 +154,12 @@ def test_ls_and_verify_never_fail_while_a_writer_rotates_and_old_segments_are_pr
         stop.set()
         thread.join(timeout=TIMEOUT_S)
         assert writer.close(timeout=TIMEOUT_S)
+
+
+def test_a_dangling_symlink_under_a_segment_name_is_unreadable_not_removed(tmp_path):
+    name = "000000000004-20261201T225105Z.jsonl.zst"
+    (tmp_path / name).symlink_to(tmp_path / "gone" / name)
+    verify = CliRunner().invoke(main, ["verify", str(tmp_path)])
+    assert verify.exit_code == 1 and f"UNREADABLE {tmp_path / name}" in verify.output
+    listed = CliRunner().invoke(main, ["ls", str(tmp_path)])
+    assert listed.exit_code == 0 and "unread" in listed.output and "removed" not in listed.output
