@@ -34,7 +34,10 @@ log = logging.getLogger("loader")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DEFAULT_MAX_WAIT_S = 30.0  # a cron job fails within a minute instead of hanging
-_INTERVAL_RE = re.compile(r"(\d+)\s*(d|days?|h|hours?)", re.IGNORECASE)
+_INTERVAL_RE = re.compile(
+    r"(\d+)\s*(w|weeks?|d|days?|h|hours?|m|min|minutes?|s|sec|seconds?)", re.IGNORECASE
+)
+_INTERVAL_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 WAL_DIR = click.option(
     "--wal-dir",
@@ -69,7 +72,7 @@ BOOKS = click.option(
 
 
 class Interval(click.ParamType):
-    """A duration such as ``7 days``, ``7d`` or ``12h``."""
+    """A duration such as ``7 days``, ``7d``, ``12h``, ``30m``, ``2w`` or ``90s``."""
 
     name = "interval"
 
@@ -78,9 +81,14 @@ class Interval(click.ParamType):
             return value
         match = _INTERVAL_RE.fullmatch(str(value).strip())
         if match is None:
-            self.fail(f"{value!r} is not a duration like '7 days' or '12h'", param, ctx)
+            self.fail(
+                f"{value!r} is not a duration: a whole number and a unit, w (weeks), d (days), "
+                "h (hours), m (minutes) or s (seconds), e.g. '7 days', '12h', '30m'",
+                param,
+                ctx,
+            )
         number, unit = int(match.group(1)), match.group(2).lower()
-        return timedelta(days=number) if unit.startswith("d") else timedelta(hours=number)
+        return timedelta(**{_INTERVAL_UNITS[unit[0]]: number})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -167,12 +175,12 @@ SUB_DSN = click.option(
     envvar="LOADER_COMPRESS_AFTER",
     show_envvar=True,
     type=Interval(),
-    default="7 days",
-    show_default=True,
-    help="TimescaleDB: compress chunks older than this.",
+    default=None,
+    help="TimescaleDB: compress chunks older than this [default: the policy there is, or "
+    "7 days for a new one].",
 )
 @click.pass_obj
-def init_db(dsn: str | None, mode: str, compress_after: timedelta) -> None:
+def init_db(dsn: str | None, mode: str, compress_after: timedelta | None) -> None:
     """Create or migrate the schema (idempotent; safe to run concurrently)."""
     with _errors(dsn), db.connect(dsn) as conn:
         result = schema.init_db(conn, compress_after, mode=Mode(mode.lower()))

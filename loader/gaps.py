@@ -77,7 +77,8 @@ class Tracker:
         done: list[Gap] = []
         if kind == "conn_open" and isinstance(conn, int):
             self._opened(conn, record)
-        elif kind == "sent" and isinstance(conn, int):
+        elif kind == "sent" and isinstance(conn, int) and record.get("probe") is not True:
+            # A liveness probe's unsubscribe + subscribe of one asset keeps it subscribed.
             done = self._sent(conn, ts, record.get("text"))
         elif kind == "stall" and isinstance(conn, int):
             self._stop(conn, ts, f"stall {record.get('kind')}")

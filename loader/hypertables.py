@@ -84,16 +84,24 @@ class Setup:
             if self.compression
             else "no compression"
         )
-        candles = "continuous aggregate" if self.continuous_candles else "a view"
+        candles = "a continuous aggregate" if self.continuous_candles else "a view"
         return f"TimescaleDB hypertable ({compressed}); trades_1m is {candles}"
+
+
+def human(interval: timedelta | None) -> str:
+    """``7 days``, ``12 hours``, ``90 minutes``: how durations are shown to users."""
+    return _human(interval)
 
 
 def _human(interval: timedelta | None) -> str:
     if interval is None:
         return "(no policy)"
-    if interval.seconds == 0 and not interval.microseconds:
-        return f"{interval.days} days" if interval.days != 1 else "1 day"
-    return str(interval)
+    seconds = int(interval.total_seconds())
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds % size == 0 and seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
 
 
 def converge(
@@ -101,14 +109,16 @@ def converge(
 ) -> Setup:
     """Make the TimescaleDB objects match ``plan`` (inside the caller's transaction)."""
     hypertable = is_hypertable(conn)
+    if hypertable and not plan.timescaledb:
+        log.warning(
+            "%s is already a TimescaleDB hypertable; --timescaledb off leaves it, its "
+            "compression and its candles as they are",
+            TRADES_TABLE,
+        )
+        return describe(conn)
     if plan.timescaledb and not hypertable:
         _make_hypertable(conn, chunk_interval)
         hypertable = True
-    elif hypertable and not plan.timescaledb:
-        log.warning(
-            "%s is already a TimescaleDB hypertable; --timescaledb off leaves it as it is",
-            TRADES_TABLE,
-        )
     compression = False
     if hypertable and plan.compression:
         compression = _compression_enabled(conn) or try_enable_compression(conn)

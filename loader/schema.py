@@ -288,11 +288,13 @@ def _migration_5(conn: psycopg.Connection, plan: Plan) -> None:
         conn.execute(statement)
 
 
+BOOKS_VERSION = 4  # the migration that makes the book tables
+
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _migration_1),
     (2, _migration_2),
     (3, _migration_3),
-    (4, bookschema.migration),  # order books and market metadata
+    (BOOKS_VERSION, bookschema.migration),  # order books and market metadata
     (5, _migration_5),  # coverage: gaps and the state carried between segments
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
@@ -300,7 +302,7 @@ LATEST_VERSION = MIGRATIONS[-1][0]
 
 def init_db(
     conn: psycopg.Connection,
-    compress_after: timedelta = DEFAULT_COMPRESS_AFTER,
+    compress_after: timedelta | None = None,
     *,
     mode: Mode = Mode.AUTO,
     chunk_interval: timedelta = CHUNK_INTERVAL,
@@ -335,12 +337,15 @@ def init_db(
             )
             applied.append(version)
         current = max(done | set(applied), default=0)
+        setup = Setup(plan.timescaledb, plan.compression, False)
         if current >= 2:
-            setup = hypertables.converge(conn, plan, compress_after, chunk_interval)
-        if current >= 3:
-            bookhypertables.converge(conn, plan, compress_after, chunk_interval)
-        else:
-            setup = Setup(plan.timescaledb, plan.compression, False)
+            # Without --compress-after an existing policy stays as it is.
+            after = hypertables.describe(conn).compress_after
+            if compress_after is not None or after is None:
+                after = DEFAULT_COMPRESS_AFTER if compress_after is None else compress_after
+            setup = hypertables.converge(conn, plan, after, chunk_interval)
+            if current >= BOOKS_VERSION:
+                bookhypertables.converge(conn, plan, after, chunk_interval)
     log.info("schema version %d: %s", current, setup.describe())
     return InitResult(current, applied, setup, plan.note)
 
@@ -357,11 +362,16 @@ def setup_summary(conn: psycopg.Connection) -> dict[str, Any]:
     setup = hypertables.describe(conn)
     return {
         "timescaledb": facts.installed,
-        "timescaledb_available": facts.version if facts.available else None,
+        "timescaledb_available": facts.version if facts.available else False,
         "edition": facts.edition.value if facts.installed else None,
         "trades": "hypertable" if setup.hypertable else "plain table",
         "compression": setup.compression,
-        "compress_after": str(setup.compress_after) if setup.compress_after else None,
+        "compress_after": hypertables.human(setup.compress_after)
+        if setup.compress_after is not None
+        else None,
+        "compress_after_s": setup.compress_after.total_seconds()
+        if setup.compress_after is not None
+        else None,
         "candles": "continuous aggregate" if setup.continuous_candles else "view",
         "summary": setup.describe(),
     }

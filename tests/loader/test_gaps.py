@@ -123,3 +123,32 @@ def test_later_subscriptions_change_what_a_gap_covers() -> None:
     assert tracker.open_gaps() == [
         Gap("c0", 5 * S, None, ("b", "c"), "close 1011 keepalive failed")
     ]
+
+
+def test_a_liveness_probe_keeps_its_asset_on_the_connection() -> None:
+    probe = [
+        {**sent, "probe": True}
+        for sent in (
+            {
+                "type": "sent",
+                "ts_ns": 5 * S,
+                "conn": 0,
+                "text": json.dumps({"operation": "unsubscribe", "assets_ids": ["a1"]}),
+            },
+            {
+                "type": "sent",
+                "ts_ns": 5 * S,
+                "conn": 0,
+                "text": json.dumps({"operation": "subscribe", "assets_ids": ["a1"]}),
+            },
+        )
+    ]
+    records = [
+        opened(1 * S, 0, shard=0, replica=0),
+        subscribed(2 * S, 0, ASSETS),
+        probe[0],  # a drop right after the probe's unsubscribe still covers a1
+        conn_close(6 * S, 0, "u", 1006, ""),
+        probe[1],
+        subscribed(8 * S, 0, ASSETS),
+    ]
+    assert feed(Tracker(), records) == [Gap("s0", 6 * S, 8 * S, ("a1", "a2"), "close 1006")]

@@ -91,7 +91,7 @@ def test_init_db_makes_a_compressed_hypertable_with_policy_and_continuous_candle
 ) -> None:
     out = loader_ok(tsdb_db, "init-db", "--timescaledb", "require")
     assert "TimescaleDB hypertable (compressed after 7 days)" in out
-    assert "trades_1m is continuous aggregate" in out
+    assert "trades_1m is a continuous aggregate" in out
     with psycopg.connect(tsdb_db) as conn:
         setup = hypertables.describe(conn)
         settings = conn.execute(
