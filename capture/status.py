@@ -78,6 +78,8 @@ def conn_status(conn: Connection, now: float) -> dict[str, Any]:
     age = None if st.last_frame_at is None else round(now - st.last_frame_at, 3)
     return {
         "id": conn.id,
+        "shard": conn.shard,
+        "replica": conn.replica,
         "state": st.state,
         "assets": len(conn.assets),
         "asset_ids": list(conn.assets),

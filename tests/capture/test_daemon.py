@@ -33,6 +33,8 @@ FAST = Timing(
     backoff_max_s=0.2,
     open_spacing_s=0.01,
     close_timeout_s=0.5,
+    tick_s=0.1,
+    probe_timeout_s=0.5,
     status_interval_s=0.2,
 )
 
@@ -94,8 +96,8 @@ async def test_graceful_run_wal_frames_equal_what_the_fake_sent(tmp_path, exchan
         assert wal_frames[conn] == sent
 
 
-async def test_new_market_event_subscribes_its_assets_at_once(exchange, run_daemon):
-    runner = run_daemon(assets=tuple(exchange.tokens()[:2]))
+async def test_new_market_event_subscribes_its_assets_at_once_when_following(exchange, run_daemon):
+    runner = run_daemon(assets=tuple(exchange.tokens()[:2]), follow_new_markets=True)
     await wait_for(lambda: runner.conns_up() == 1)
     tokens = exchange.announce_market()
     await wait_for(lambda: set(tokens) <= set(runner.daemon.shards.owner))
