@@ -12,7 +12,6 @@ from capture import discovery
 from capture.errors import DiscoveryError
 from capture.wanted import ANNOUNCED_REFRESHES
 from tests.capture.helpers import wait_for, wal_records
-from tests.capture.test_daemon import exchange, run_daemon  # noqa: F401 (fixtures)
 from tests.fakes.exchange import FakeExchange
 
 
@@ -32,7 +31,9 @@ async def test_one_asset_with_5_new_market_broadcasts_stays_on_one_asset(
     records = wal_records(tmp_path / "wal")
     recorded = [r["text"] for r in records if r["type"] == "frame" and "new_market" in r["text"]]
     assert len(recorded) == 5  # the broadcasts are still recorded, verbatim
-    assert not any(t in r.get("text", "") for r in records if r["type"] == "sent" for t in announced)
+    assert not any(
+        t in r.get("text", "") for r in records if r["type"] == "sent" for t in announced
+    )
 
 
 async def test_a_discovered_market_announced_then_closed_is_dropped_after_the_bounded_refreshes(
