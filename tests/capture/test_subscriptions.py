@@ -20,7 +20,7 @@ async def test_one_asset_with_5_new_market_broadcasts_stays_on_one_asset(
 ):
     one = exchange.tokens()[0]
     runner = run_daemon(assets=(one,))
-    await wait_for(lambda: runner.conns_up() == 1)
+    await wait_for(lambda: [c.typed for c in exchange.conns.values()] == [True])
     announced = [t for _ in range(5) for t in exchange.announce_market()]
     (fake,) = exchange.conns.values()
     await wait_for(lambda: sum('"new_market"' in str(m) for m in exchange.sent[fake.id]) == 5)
@@ -40,7 +40,8 @@ async def test_a_discovered_market_announced_then_closed_is_dropped_after_the_bo
     exchange, run_daemon
 ):
     runner = run_daemon(discover=True, discover_interval_s=0.2)
-    await wait_for(lambda: len(runner.daemon.shards.owner) == 10)
+    await wait_for(lambda: len(runner.daemon.shards.owner) == 10 and runner.conns_up() == 1)
+    await wait_for(lambda: [c.typed for c in exchange.conns.values()] == [True])
     tokens = exchange.announce_market()
     exchange.close_market(tokens[0])  # closed before Gamma ever lists it as open
     requests = len(exchange.gamma_requests)
@@ -56,7 +57,7 @@ async def test_market_resolved_unsubscribes_its_assets_after_the_grace(
 ):
     tokens = exchange.tokens()
     runner = run_daemon(assets=tuple(tokens[:4]), resolved_grace_s=0.5)
-    await wait_for(lambda: runner.conns_up() == 1)
+    await wait_for(lambda: [c.typed for c in exchange.conns.values()] == [True])
     resolved = exchange.resolve_market(tokens[0])
     await wait_for(lambda: not set(resolved) & set(runner.daemon.shards.owner))
     await runner.stop()
