@@ -278,8 +278,8 @@ class ConnectionCore:
         self._probe_turn += 1
         self._probe = _Probe(asset, now, now + self.timing.probe_timeout_s)
         self.stats.probes["sent"] += 1
-        self._control(protocol.unsubscribe([asset]))
-        self._control(protocol.subscribe([asset], custom_features=self.custom_features))
+        self._control(protocol.unsubscribe([asset]), probe=True)
+        self._control(protocol.subscribe([asset], custom_features=self.custom_features), probe=True)
 
     def _probe_result(self, now: float, data_age: float) -> None:
         probe = self._probe
@@ -300,8 +300,11 @@ class ConnectionCore:
 
     # ----- helpers -----
 
-    def _control(self, text: str) -> None:
-        self._record(records.sent(self.clock.time_ns(), self.id, text))
+    def _control(self, text: str, *, probe: bool = False) -> None:
+        record = records.sent(self.clock.time_ns(), self.id, text)
+        if probe:  # not a change of the shard's assets: the asset stays subscribed
+            record["probe"] = True
+        self._record(record)
         self._outgoing.append(text)
 
     def _record(self, record: dict[str, Any]) -> None:

@@ -112,6 +112,7 @@ def test_silence_sends_a_probe_and_a_fresh_book_keeps_the_connection():
     unsub, sub = core.records_out()[-2:]
     assert json.loads(unsub["text"]) == {"operation": "unsubscribe", "assets_ids": ["111"]}
     assert json.loads(sub["text"])["operation"] == "subscribe"
+    assert unsub["probe"] is sub["probe"] is True  # the shard's assets did not change
     assert core.close_request is None and core.stats.probes["sent"] == 1
     core.stats.frames += 1  # the book arrives
     run_for(core, clock, 3)

@@ -152,6 +152,7 @@ async def test_metrics_are_served(exchange, run_daemon, unused_tcp_port):
         "capture_wal_fsync_seconds_bucket",
         "capture_wal_dropped_total",
         "capture_wal_segments_sealed_total",
+        "capture_discovery_refused_total 0.0",
     ):
         assert name in text, name
 
