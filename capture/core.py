@@ -184,8 +184,8 @@ class ConnectionCore:
 
     def tick(self, peer_data: int | None = None) -> float:
         """Look at the counters, PING when due, run the watchdogs; returns the seconds
-        until the next tick. ``peer_data``: data frames received by the siblings that are
-        ever (a count that never goes down), or None while no sibling is up."""
+        until the next tick. ``peer_data``: the data frames the sibling replicas ever
+        received (a count that never goes down), or None while none of them is up."""
         if self.stats.state is not State.UP or self.close_request is not None:
             return self.timing.tick_s
         now = self.clock.monotonic()
@@ -254,17 +254,18 @@ class ConnectionCore:
     def _check(self, now: float, peer_data: int | None) -> None:
         has_assets = bool(self.assets)
         stall = self._watchdog.check(now, has_assets)
-        data_age = now - (self._watchdog.last_data or self._watchdog.started)
+        last_data = self._watchdog.last_data
+        data_age = now - (last_data if last_data is not None else self._watchdog.started)
         if stall is not None and stall.kind == NO_PONG:
             self._fire(NO_PONG, stall.silent_s)
-        elif has_assets and self._behind_peer(now, data_age, peer_data):
+        elif has_assets and self._behind_peer(data_age, peer_data):
             self._fire(BEHIND_PEER, round(data_age, 3))
         elif self._probe is not None:
             self._probe_result(now, data_age)
         elif stall is not None and stall.kind == NO_DATA:
             self._send_probe(now)
 
-    def _behind_peer(self, now: float, data_age: float, peer_data: int | None) -> bool:
+    def _behind_peer(self, data_age: float, peer_data: int | None) -> bool:
         if peer_data is None or self._peer_mark is None:
             return False
         lead = peer_data - self._peer_mark
