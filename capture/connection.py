@@ -110,6 +110,9 @@ class Connection:
         self.first_attempt = asyncio.Event()  # set once the first connect has succeeded or failed
         self._ws: ClientConnection | None = None
         self._wake = asyncio.Event()  # cuts a backoff sleep short on stop()
+        # the core's messages go out in its order: a probe's unsubscribe + subscribe pair
+        # must not be split by another task's subscription change
+        self._send_lock = asyncio.Lock()
 
     @property
     def stats(self) -> ConnStats:
@@ -148,6 +151,10 @@ class Connection:
 
     async def _send_quietly(self, ws: ClientConnection, texts: list[str]) -> None:
         with contextlib.suppress(ConnectionClosed):  # a reconnect resubscribes them all
+            await self._send_all(ws, texts)
+
+    async def _send_all(self, ws: ClientConnection, texts: list[str]) -> None:
+        async with self._send_lock:
             for text in texts:
                 await ws.send(text)
 
@@ -246,7 +253,7 @@ class Connection:
         keepalive: asyncio.Task[None] | None = None
         error: str | None = None
         try:
-            await ws.send(text)  # before any PING: the server closes on an early PING
+            await self._send_all(ws, [text])  # before any PING: the server closes on one
             keepalive = asyncio.create_task(self._keepalive(ws))
             await self._receive(ws)
         except ConnectionClosed as exc:
@@ -317,8 +324,7 @@ class Connection:
             while True:
                 wait = self.core.tick(self.peer_data())
                 self._pump_records()
-                for text in self.core.data_to_send():
-                    await ws.send(text)
+                await self._send_all(ws, self.core.data_to_send())
                 if self.core.close_request is not None:
                     code, reason = self.core.close_request
                     log.warning("conn %d: %s, closing to reconnect", self.id, self.core.stall_error)
