@@ -11,11 +11,13 @@ Writes the ``capture`` section of bench/results.json:
    (medians) and their ratio (goal >= 0.9).
 2. CPU at a fixed rate below saturation (``FIXED_RATE`` frames/s): CPU seconds (user +
    system, all threads: capture's writer thread included) per million frames of each
-   (goal: capture <= 2x the bare client).
+   (goal: capture <= 2x the bare client); and of ``capture run --redundancy 2`` at the
+   same total rate (two connections of ``FIXED_RATE / 2`` each), against ``--redundancy
+   1``: what a replica costs per frame.
 3. Memory bound: with the disk stalled (test hook) and ``--max-buffer-mb 64``, RSS growth
    of capture over the bound for PONG-sized and ~2 KB frames (goal <= 1.2).
 4. RSS of ``capture run`` with 20,000 assets over 100 connections (the fake exchange).
-   Goal: < 150 MB.
+   Goal: < 150 MB; with ``--redundancy 2`` (200 connections), < 200 MB.
 
 The machine is shared: every figure is compared only with its baseline from the same
 run, and rounds alternate so that a burst of load hits both sides alike.
@@ -54,6 +56,7 @@ BOUND_DROPS = 10_000  # the buffer is surely full once this many frames were dro
 RSS_ASSETS = 20_000
 RSS_CONNS = 100
 RSS_SETTLE_S = 10.0  # after all connections are up, let buffers and dumps settle
+RSS_GOAL_MB = {1: 150, 2: 200}  # by --redundancy
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -172,8 +175,8 @@ def fresh_sample(wal_dir: Path, pid: int) -> tuple[dict, float]:
     return doc, cpu_s(pid)
 
 
-def measure_capture(url: str, wal_dir: Path, seconds: float) -> dict:
-    proc = run_capture(wal_dir, ["--url", url, "--asset", "1"])
+def measure_capture(url: str, wal_dir: Path, seconds: float, extra: tuple[str, ...] = ()) -> dict:
+    proc = run_capture(wal_dir, ["--url", url, "--asset", "1", *extra])
     try:
         wait_status(wal_dir, proc.pid, lambda d: d["frames"] > 0)
         time.sleep(WARMUP_S)
@@ -230,13 +233,18 @@ def saturation(tmp: Path) -> dict:
 
 def cpu_at_fixed_rate(tmp: Path) -> dict:
     sender, info = flood(FIXED_RATE)
+    half, half_info = flood(FIXED_RATE / 2)  # each of the two replicas gets this rate
+    replicas = ("--redundancy", "2", "--replica-stagger", "0.1")
     try:
         b = run_bare(info["url"], FIXED_S)
         c = measure_capture(info["url"], tmp / "wal-fixed", FIXED_S)
+        c2 = measure_capture(half_info["url"], tmp / "wal-fixed-r2", FIXED_S, replicas)
     finally:
         stop(sender)
+        stop(half)
     bare_cpu = b["cpu_s"] / b["frames"] * 1e6
     capture_cpu = c["cpu_s"] / c["frames"] * 1e6
+    r2_cpu = c2["cpu_s"] / c2["frames"] * 1e6
     return {
         "fixed_rate_frames_per_s": FIXED_RATE,
         "fixed_bare_frames_per_s": round(b["frames"] / b["seconds"]),
@@ -245,6 +253,10 @@ def cpu_at_fixed_rate(tmp: Path) -> dict:
         "capture_cpu_s_per_million_frames": round(capture_cpu, 2),
         "cpu_ratio": round(capture_cpu / bare_cpu, 3),
         "cpu_ratio_goal": 2.0,
+        "fixed_redundancy2_frames_per_s": round(c2["frames"] / c2["seconds"]),
+        "redundancy2_cpu_s_per_million_frames": round(r2_cpu, 2),
+        "redundancy2_cpu_ratio": round(r2_cpu / capture_cpu, 3),
+        "redundancy2_means": "CPU per frame, --redundancy 2 / --redundancy 1, same total rate",
     }
 
 
@@ -273,22 +285,24 @@ def memory_bound(tmp: Path, payload_bytes: int) -> dict:
     return {"growth_mb": round(growth, 1), "ratio": round(growth / BOUND_MB, 3)}
 
 
-def rss_at_scale(tmp: Path) -> dict:
+def rss_at_scale(tmp: Path, redundancy: int = 1) -> dict:
     exchange, info = start(
         ["-m", "tests.fakes.exchange", "--assets", str(RSS_ASSETS), "--rate", "1", "--seed", "6"]
     )
-    wal_dir = tmp / "wal-rss"
+    wal_dir = tmp / f"wal-rss-{redundancy}"
+    conns = RSS_CONNS * redundancy
     try:
         assets_file = tmp / "assets.txt"
         from capture.discovery import fetch_open_tokens
 
         tokens = fetch_open_tokens(info["gamma_url"])
         assets_file.write_text("\n".join(tokens) + "\n")
-        per_conn = str(-(-len(tokens) // RSS_CONNS))  # rounded up: RSS_CONNS connections
+        per_conn = str(-(-len(tokens) // RSS_CONNS))  # rounded up: RSS_CONNS shards
         args = ["--url", info["ws_url"], "--assets-file", str(assets_file)]
+        args += ["--redundancy", str(redundancy)]
         proc = run_capture(wal_dir, [*args, "--max-assets-per-conn", per_conn])
         try:
-            wait_status(wal_dir, proc.pid, lambda d: d["connections_up"] == RSS_CONNS)
+            wait_status(wal_dir, proc.pid, lambda d: d["connections_up"] == conns)
             time.sleep(RSS_SETTLE_S)
             rss, peak = rss_kib(proc.pid)
             doc = status(wal_dir)
@@ -296,12 +310,13 @@ def rss_at_scale(tmp: Path) -> dict:
             stop(proc)
     finally:
         stop(exchange)
+    suffix = "" if redundancy == 1 else f"_redundancy{redundancy}"
     return {
-        "rss_assets": doc["assets"],
-        "rss_connections": len(doc["connections"]),
-        "rss_mb": round(rss / 1024, 1),
-        "rss_peak_mb": round(peak / 1024, 1),
-        "rss_goal_mb": 150,
+        f"rss{suffix}_assets": doc["assets"],
+        f"rss{suffix}_connections": len(doc["connections"]),
+        f"rss{suffix}_mb": round(rss / 1024, 1),
+        f"rss{suffix}_peak_mb": round(peak / 1024, 1),
+        f"rss{suffix}_goal_mb": RSS_GOAL_MB[redundancy],
     }
 
 
@@ -320,6 +335,7 @@ def main() -> None:
         section["memory_bound_pong"] = memory_bound(tmp, 4)
         section["memory_bound_2kb"] = memory_bound(tmp, 2000)
         section.update(rss_at_scale(tmp))
+        section.update(rss_at_scale(tmp, redundancy=2))
         section["noise"] = "shared 2-core machine: ratios are from one run; rounds vary"
     write_section("capture", section)
 

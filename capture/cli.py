@@ -19,12 +19,24 @@ from websockets.exceptions import InvalidURI
 from websockets.uri import parse_uri
 
 from capture import logs
-from capture.config import MIN_BUFFER_BYTES, STOP_TIMEOUT_S, Config, Timing, buffer_too_small
+from capture.config import (
+    BEHIND_PEER_S,
+    MAX_REDUNDANCY,
+    MIN_BUFFER_BYTES,
+    PROBE_TIMEOUT_S,
+    REPLICA_STAGGER_S,
+    STOP_TIMEOUT_S,
+    TICK_S,
+    Config,
+    Timing,
+    buffer_too_small,
+)
 from capture.daemon import Daemon
 from capture.discovery import DEFAULT_GAMMA_URL
 from capture.errors import CaptureError
 from capture.protocol import DEFAULT_ASSETS_PER_CONN, DEFAULT_URL, MAX_ASSETS_PER_CONN
 from capture.status import read_status, render
+from capture.wanted import RESOLVED_GRACE_S
 from wal import WalError
 from wal.policy import DEFAULT_FLUSH_MS, DEFAULT_ROTATE_BYTES, DEFAULT_ROTATE_S
 
@@ -110,6 +122,28 @@ def main() -> None:
     help="Ask for best_bid_ask, new_market and market_resolved events.",
 )
 @_opt(
+    "--follow-new-markets/--no-follow-new-markets",
+    default=False,
+    show_default=True,
+    help="Subscribe the assets of new_market events (broadcast to every connection). "
+    "Always on with --discover; off, --asset/--assets-file capture only what they list.",
+)
+@_opt(
+    "--resolved-grace",
+    type=click.FloatRange(min=0),
+    default=RESOLVED_GRACE_S,
+    show_default=True,
+    help="Seconds after a market_resolved event before its assets are unsubscribed.",
+)
+@_opt(
+    "--redundancy",
+    type=click.IntRange(1, MAX_REDUNDANCY),
+    default=1,
+    show_default=True,
+    help="Connections per shard, each carrying the same assets, opened apart: a dropped "
+    "or stalled one loses nothing its sibling got.",
+)
+@_opt(
     "--flush-ms",
     type=click.IntRange(min=0),
     default=DEFAULT_FLUSH_MS,
@@ -176,6 +210,10 @@ def main() -> None:
 @_hidden("--status-interval", 5.0)
 @_hidden("--open-spacing", 0.1)
 @_hidden("--ready-wait", 30.0)
+@_hidden("--tick", TICK_S)
+@_hidden("--behind-peer-timeout", BEHIND_PEER_S)
+@_hidden("--probe-timeout", PROBE_TIMEOUT_S)
+@_hidden("--replica-stagger", REPLICA_STAGGER_S)
 def run(**o: Any) -> None:
     """Run the capture daemon until SIGTERM/SIGINT (SIGHUP re-reads --assets-file)."""
     if not (o["assets"] or o["assets_file"] or o["discover"]):
@@ -189,6 +227,10 @@ def run(**o: Any) -> None:
         status_interval_s=o["status_interval"],
         open_spacing_s=o["open_spacing"],
         ready_wait_s=o["ready_wait"],
+        tick_s=o["tick"],
+        behind_peer_s=o["behind_peer_timeout"],
+        probe_timeout_s=o["probe_timeout"],
+        replica_stagger_s=o["replica_stagger"],
     )
     config = Config(
         wal_dir=o["wal_dir"],
@@ -200,6 +242,9 @@ def run(**o: Any) -> None:
         url=o["url"],
         max_assets_per_conn=o["max_assets_per_conn"],
         custom_features=o["custom_features"],
+        follow_new_markets=o["follow_new_markets"],
+        resolved_grace_s=o["resolved_grace"],
+        redundancy=o["redundancy"],
         flush_ms=o["flush_ms"],
         rotate_s=o["rotate_seconds"],
         rotate_bytes=o["rotate_bytes"],

@@ -9,6 +9,7 @@ from capture import backoff, watchdog
 from capture.discovery import DEFAULT_GAMMA_URL
 from capture.errors import ConfigError
 from capture.protocol import DEFAULT_ASSETS_PER_CONN, DEFAULT_URL
+from capture.wanted import RESOLVED_GRACE_S
 
 PING_INTERVAL_S = 10.0  # the server drops a connection after ~10 s without a PING
 OPEN_SPACING_S = 0.1  # opening many connections at once gets HTTP 429
@@ -32,6 +33,15 @@ READY_WAIT_S = 30.0  # READY=1 waits at most this for Gamma, then for the first 
 # From SIGTERM to exit: draining the connections, then writing out the backlog and
 # sealing; inside the unit's TimeoutStopSec=15, so that systemd never SIGKILLs a writer.
 STOP_TIMEOUT_S = 12.0
+TICK_S = 1.0  # how often a connection's watchdogs look; their timeouts are 5 s and up
+# A replica without data while its sibling gets some is a zombie long before the silence
+# timeout; but the sibling's frames take a moment to arrive here too.
+BEHIND_PEER_S = 15.0
+PROBE_TIMEOUT_S = 5.0  # a resubscribe's fresh book comes within a second when alive
+# Replicas of a shard open this far apart, so that one handshake storm or server restart
+# does not take them all at the same moment.
+REPLICA_STAGGER_S = 2.0
+MAX_REDUNDANCY = 3  # a third copy of every connection is the most that pays
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,10 @@ class Timing:
     drain_timeout_s: float = DRAIN_TIMEOUT_S
     status_interval_s: float = STATUS_INTERVAL_S
     ready_wait_s: float = READY_WAIT_S
+    tick_s: float = TICK_S
+    behind_peer_s: float = BEHIND_PEER_S
+    probe_timeout_s: float = PROBE_TIMEOUT_S
+    replica_stagger_s: float = REPLICA_STAGGER_S
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,9 @@ class Config:
     url: str = DEFAULT_URL
     max_assets_per_conn: int = DEFAULT_ASSETS_PER_CONN
     custom_features: bool = True
+    follow_new_markets: bool = False  # --discover follows them in any case
+    resolved_grace_s: float = RESOLVED_GRACE_S
+    redundancy: int = 1
     flush_ms: int | None = None
     rotate_s: float | None = None
     rotate_bytes: int | None = None
@@ -74,6 +91,15 @@ class Config:
     def __post_init__(self) -> None:
         if self.max_buffer_bytes < MIN_BUFFER_BYTES:
             raise ConfigError(buffer_too_small(self.max_buffer_bytes))
+        if not 1 <= self.redundancy <= MAX_REDUNDANCY:
+            raise ConfigError(
+                f"redundancy {self.redundancy} is out of range: use 1 to {MAX_REDUNDANCY}"
+            )
+
+    @property
+    def follows_new_markets(self) -> bool:
+        """``new_market`` is broadcast to all: follow it when capturing everything or asked."""
+        return self.discover or self.follow_new_markets
 
     @property
     def wal_queue_bytes(self) -> int:

@@ -1,37 +1,39 @@
-"""One connection to the market channel: connect, subscribe, keep alive, record.
+"""One connection to the market channel: the asyncio driver of ``capture.core``.
 
-Every message received is appended to the sink (the WAL writer) as it arrives, with
-its receive time and a per-connection counter ``n`` from 0 at each connect. ``append``
-never blocks on disk, so the receive loop never waits for it. Reconnects use our own
-``Backoff`` rather than websockets' ``async for ws in connect(...)``: the delay must
-reset after a healthy minute, 429 must back off, and every attempt must be recorded.
+The protocol (record order, subscribe before PING, close classification, watchdogs,
+probes, backoff) is decided by the sans-I/O ``ConnectionCore``; this module owns the
+socket, the sleeps and the clock, and carries out what the core asks. Every message
+received is appended to the sink (the WAL writer) as it arrives, with its receive time
+and a per-connection counter ``n`` from 0 at each connect; ``append`` never blocks on
+disk, so the receive loop never waits for it. Reconnects use our own backoff rather than
+websockets' ``async for ws in connect(...)``: the delay must reset after a healthy
+minute, 429 must back off, and every attempt must be recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from capture import protocol
-from capture.backoff import Backoff
 from capture.config import MAX_FRAME_BYTES, Timing
-from capture.watchdog import Watchdog
-from wal import WalFatalError, records
+from capture.core import Clock, ConnectionCore, ConnStats, State, SystemClock
+from wal import WalFatalError
 
 log = logging.getLogger(__name__)
 
-WATCHDOG_TICK_S = 1.0  # how often watchdogs are checked; their timeouts are 30 s and up
 USER_AGENT = "polymarket-capture/0.1"
 _JSON_HEADS = ("{", "[")  # a frame starting with these is market data (unless "[]")
+_MARKS = (protocol.NEW_MARKET_MARK, protocol.RESOLVED_MARK)
+
+__all__ = ["ConnStats", "Connection", "OpenGate", "Sink", "State"]
 
 
 class Sink(Protocol):
@@ -58,24 +60,12 @@ class OpenGate:
             self._last = time.monotonic()
 
 
-@dataclass
-class ConnStats:
-    """What status and metrics show about one connection (monotonic times)."""
-
-    state: str = "new"  # new, connecting, up, backoff, stopped
-    frames: int = 0
-    not_data: int = 0  # frames that are not market data (PONG, control texts, "[]", binary)
-    bytes: int = 0  # bytes received: text frames counted in UTF-8, as on the wire
-    connects: int = 0
-    last_frame_at: float | None = None  # seen by the keepalive tick, so within ~1 s
-    up_since_ns: int | None = None
-    last_close: dict[str, Any] | None = None
-    reconnects: collections.Counter[str] = field(default_factory=collections.Counter)
-    stalls: collections.Counter[str] = field(default_factory=collections.Counter)
-
-
 class Connection:
-    """A connection slot with a stable id; ``run()`` until ``stop()``."""
+    """A connection slot with a stable id; ``run()`` until ``stop()``.
+
+    ``siblings`` is the list of the replicas of its shard (itself included), shared by
+    them: a replica compares its data with theirs.
+    """
 
     def __init__(
         self,
@@ -88,62 +78,97 @@ class Connection:
         timing: Timing,
         custom_features: bool = True,
         on_new_market: Callable[[list[str]], None] | None = None,
+        on_resolved: Callable[[list[str]], None] | None = None,
         on_wal_fatal: Callable[[WalFatalError], None] | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
+        shard: int | None = None,
+        replica: int = 0,
+        siblings: list[Connection] | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        self.core = ConnectionCore(
+            conn_id,
+            url,
+            assets,
+            timing=timing,
+            clock=clock or SystemClock(),
+            shard=shard,
+            replica=replica,
+            custom_features=custom_features,
+        )
         self.id = conn_id
         self.url = url
-        self.assets: dict[str, None] = dict.fromkeys(assets)
         self.sink = sink
         self.gate = gate
         self.timing = timing
         self.custom_features = custom_features
         self.on_new_market = on_new_market
+        self.on_resolved = on_resolved
         self.on_wal_fatal = on_wal_fatal
         self.max_frame_bytes = max_frame_bytes
-        self.stats = ConnStats()
-        self.backoff = Backoff(timing.backoff_initial_s, timing.backoff_max_s, timing.healthy_s)
+        self.siblings = siblings if siblings is not None else [self]
         self.first_attempt = asyncio.Event()  # set once the first connect has succeeded or failed
         self._ws: ClientConnection | None = None
-        self._on_wire = False  # the initial subscribe went out on the current socket
-        self._stopping = False
         self._wake = asyncio.Event()  # cuts a backoff sleep short on stop()
-        self._stall_error: str | None = None
+        # the core's messages go out in its order: a probe's unsubscribe + subscribe pair
+        # must not be split by another task's subscription change
+        self._send_lock = asyncio.Lock()
+
+    @property
+    def stats(self) -> ConnStats:
+        return self.core.stats
+
+    @property
+    def assets(self) -> dict[str, None]:
+        return self.core.assets
+
+    @property
+    def shard(self) -> int:
+        return self.core.shard
+
+    @property
+    def replica(self) -> int:
+        return self.core.replica
 
     # ----- subscriptions (called from the event loop) -----
 
     def add(self, assets: list[str]) -> None:
-        new = [a for a in assets if a not in self.assets]
-        self.assets.update(dict.fromkeys(new))
-        if new and self._on_wire:
-            self._send_control(protocol.subscribe(new, custom_features=self.custom_features))
+        self.core.add(assets)
+        self._pump()
 
     def remove(self, assets: list[str]) -> None:
-        gone = [a for a in assets if a in self.assets]
-        for asset in gone:
-            del self.assets[asset]
-        if gone and self._on_wire:
-            self._send_control(protocol.unsubscribe(gone))
+        self.core.remove(assets)
+        self._pump()
 
-    def _send_control(self, text: str) -> None:
+    def _pump(self) -> None:
+        """Carry out what the core asked: records to the WAL, then messages out."""
+        for record in self.core.records_out():
+            self._record(record)
+        texts = self.core.data_to_send()
         ws = self._ws
-        if ws is None:
-            return
-        self._record(records.sent(time.time_ns(), self.id, text))
-        asyncio.get_running_loop().create_task(self._send_quietly(ws, text))
+        if texts and ws is not None:
+            asyncio.get_running_loop().create_task(self._send_quietly(ws, texts))
 
-    async def _send_quietly(self, ws: ClientConnection, text: str) -> None:
+    async def _send_quietly(self, ws: ClientConnection, texts: list[str]) -> None:
         with contextlib.suppress(ConnectionClosed):  # a reconnect resubscribes them all
-            await ws.send(text)
+            await self._send_all(ws, texts)
+
+    async def _send_all(self, ws: ClientConnection, texts: list[str]) -> None:
+        async with self._send_lock:
+            for text in texts:
+                await ws.send(text)
 
     # ----- lifecycle -----
 
-    async def run(self) -> None:
-        """Connect, record, reconnect with backoff, until ``stop()``."""
-        while not self._stopping:
-            self.stats.state = "connecting"
+    async def run(self, first_delay_s: float = 0.0) -> None:
+        """Connect (after ``first_delay_s``), record, reconnect with backoff, until
+        ``stop()``."""
+        if first_delay_s > 0:
+            await self._sleep(first_delay_s)
+        while not self.core.stopping:
+            self.core.connecting()
             await self.gate.wait()
-            if self._stopping:
+            if self.core.stopping:
                 break
             try:
                 await self._session()
@@ -153,20 +178,21 @@ class Connection:
             except Exception:  # a bug must cost one session, never the connection slot
                 log.exception("conn %d: unexpected error; reconnecting", self.id)
             self.first_attempt.set()
-            if self._stopping:
+            if self.core.stopping:
                 break
-            self.backoff.disconnected(time.monotonic())
-            self.stats.state = "backoff"
-            delay = self.backoff.next_delay()
+            delay = self.core.next_delay()
             log.info("conn %d: reconnecting in %.1fs", self.id, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            await self._sleep(delay)
         self.first_attempt.set()
-        self.stats.state = "stopped"
+        self.core.stopped()
+
+    async def _sleep(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
 
     def _wal_fatal(self, exc: WalFatalError) -> None:
         """The WAL writer died: stop this connection and tell the daemon (which exits)."""
-        self._stopping = True
+        self.core.stop()
         self._wake.set()
         if self.on_wal_fatal is not None:
             self.on_wal_fatal(exc)
@@ -179,7 +205,7 @@ class Connection:
         A server that does not close within ``drain_timeout_s`` is cut off (websockets
         aborts the socket when the close times out). Returns when the socket is closed.
         """
-        self._stopping = True
+        self.core.stop()
         self._wake.set()
         ws = self._ws
         if ws is not None:
@@ -197,51 +223,39 @@ class Connection:
                 user_agent_header=USER_AGENT,
             )
         except (OSError, TimeoutError, WebSocketException) as exc:
-            self._connect_failed(exc)
+            status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
+            error = f"{type(exc).__name__}: {exc}"
+            self.core.connect_failed(error, status)
+            self._pump()
+            log.warning("conn %d: connect to %s failed: %s", self.id, self.url, error)
             return
-        if self._stopping:
+        if self.core.stopping:
             await ws.close(1000, "shutdown")
             return
         try:
             await self._serve(ws)
         finally:
             self._ws = None
-            self._on_wire = False
             await ws.close()  # already closed unless cancelled; releases the socket
-
-    def _connect_failed(self, exc: BaseException) -> None:
-        if isinstance(exc, InvalidStatus):
-            reason = f"http_{exc.response.status_code}"
-        else:
-            reason = "connect_failed"
-        self.stats.reconnects[reason] += 1
-        error = f"{type(exc).__name__}: {exc}"
-        self._record(records.conn_close(time.time_ns(), self.id, self.url, None, "", error))
-        log.warning("conn %d: connect to %s failed: %s", self.id, self.url, error)
 
     async def _serve(self, ws: ClientConnection) -> None:
         self._ws = ws
-        self._stall_error = None
-        self.stats.connects += 1
-        self.stats.state = "up"
-        self.stats.up_since_ns = time.time_ns()
-        self._record(records.conn_open(time.time_ns(), self.id, self.url))
-        self.backoff.connected(time.monotonic())
+        text = self.core.opened()
+        self._pump()
         self.first_attempt.set()
-        assets = list(self.assets)
-        text = protocol.initial_subscribe(assets, custom_features=self.custom_features)
-        self._on_wire = True
-        self._record(records.sent(time.time_ns(), self.id, text))
-        log.info("conn %d: connected, subscribing %d assets", self.id, len(assets))
-        watchdog = Watchdog(
-            time.monotonic(), self.timing.pong_timeout_s, self.timing.silence_timeout_s
+        log.info(
+            "conn %d (shard %d replica %d): connected, subscribing %d assets",
+            self.id,
+            self.shard,
+            self.replica,
+            len(self.assets),
         )
         keepalive: asyncio.Task[None] | None = None
         error: str | None = None
         try:
-            await ws.send(text)
-            keepalive = asyncio.create_task(self._keepalive(ws, watchdog))
-            await self._receive(ws, watchdog)
+            await self._send_all(ws, [text])  # before any PING: the server closes on one
+            keepalive = asyncio.create_task(self._keepalive(ws))
+            await self._receive(ws)
         except ConnectionClosed as exc:
             error = None if exc.rcvd is not None and exc.rcvd.code in (1000, 1001) else str(exc)
         finally:
@@ -249,18 +263,19 @@ class Connection:
                 keepalive.cancel()
             self._closed(ws, error)
 
-    async def _receive(self, ws: ClientConnection, watchdog: Watchdog) -> None:
+    async def _receive(self, ws: ClientConnection) -> None:
         """The hot loop: record every message, count it, look at what it was.
 
         It runs for every frame and must stay close to a bare client's speed: one clock
         call (the receive time), plain counters, and a cheap test that a frame is market
         data (JSON from byte 0); only the rest (PONG, control texts, "[]", binary) is
-        classified. The watchdog's data time and ``last_frame_at`` come from the counters,
-        read by the keepalive tick (``_observe``).
+        classified. The core reads the counters at its tick.
         """
         conn, append_frame, stats = self.id, self.sink.append_frame, self.stats
         now_ns = time.time_ns
-        watch_new = self.custom_features and self.on_new_market is not None
+        listening = self.on_new_market is not None or self.on_resolved is not None
+        watch = self.custom_features and listening
+        new_mark, resolved_mark = _MARKS
         n = 0
         async for message in ws:
             append_frame(now_ns(), conn, n, message)
@@ -270,87 +285,73 @@ class Connection:
                 # str.isascii() is O(1) on CPython (a flag): only non-ASCII text is encoded
                 stats.bytes += len(message) if message.isascii() else len(message.encode())
                 if message[:1] in _JSON_HEADS and message != "[]":
-                    if watch_new and protocol.NEW_MARKET_MARK in message:
-                        self._new_market(message)
+                    if watch and (new_mark in message or resolved_mark in message):
+                        self._market_event(message)
                     continue
             else:
                 stats.bytes += len(message)
-            self._not_data(message, watchdog)
+            self._not_data(message)
 
-    def _not_data(self, message: str | bytes, watchdog: Watchdog) -> None:
+    def _not_data(self, message: str | bytes) -> None:
         kind = protocol.classify(message)
         if kind is protocol.FrameKind.DATA:  # JSON after leading whitespace
-            if self.custom_features and protocol.NEW_MARKET_MARK in message:
-                self._new_market(message)  # type: ignore[arg-type]
+            if self.custom_features and any(mark in message for mark in _MARKS):
+                self._market_event(message)  # type: ignore[arg-type]
             return
         self.stats.not_data += 1
-        if kind is protocol.FrameKind.PONG:
-            watchdog.last_pong = time.monotonic()
+        self.core.control(kind)
 
-    def _observe(self, now: float, watchdog: Watchdog, seen: tuple[int, int]) -> tuple[int, int]:
-        """Frames and data frames counted since ``seen``: update the times they imply."""
-        frames, data = self.stats.frames, self.stats.frames - self.stats.not_data
-        if frames != seen[0]:
-            self.stats.last_frame_at = now
-        if data != seen[1]:
-            watchdog.last_data = now
-        return frames, data
+    def _market_event(self, message: str) -> None:
+        if self.on_new_market is not None:
+            found = protocol.new_market_assets(message)
+            if found:
+                self.on_new_market(found)
+        if self.on_resolved is not None:
+            resolved = protocol.resolved_assets(message)
+            if resolved:
+                self.on_resolved(resolved)
 
-    def _new_market(self, message: str) -> None:
-        found = protocol.new_market_assets(message)
-        if found and self.on_new_market is not None:
-            self.on_new_market(found)
+    def peer_data(self) -> int | None:
+        """Data frames the siblings ever received, or None while none of them is up."""
+        others = [c for c in self.siblings if c is not self]
+        if not any(c.stats.state is State.UP for c in others):
+            return None
+        return sum(c.stats.data for c in others)
 
-    async def _keepalive(self, ws: ClientConnection, watchdog: Watchdog) -> None:
-        """PING every interval (the subscribe went out first) and check the watchdogs."""
-        next_ping = time.monotonic()
-        seen = self.stats.frames, self.stats.frames - self.stats.not_data
+    async def _keepalive(self, ws: ClientConnection) -> None:
+        """Tick the core: PINGs (the subscribe went out first), watchdogs, probes."""
         try:
             while True:
-                now = time.monotonic()
-                seen = self._observe(now, watchdog, seen)
-                if now >= next_ping:
-                    await ws.send(protocol.PING_TEXT)
-                    next_ping = now + self.timing.ping_interval_s
-                stall = watchdog.check(now, bool(self.assets))
-                if stall is not None:
-                    self._fire(stall.kind, stall.silent_s)
-                    await ws.close(1000, f"stall: {stall.kind}")
+                wait = self.core.tick(self.peer_data())
+                self._pump_records()
+                await self._send_all(ws, self.core.data_to_send())
+                if self.core.close_request is not None:
+                    code, reason = self.core.close_request
+                    log.warning("conn %d: %s, closing to reconnect", self.id, self.core.stall_error)
+                    await ws.close(code, reason)
                     return
-                await asyncio.sleep(max(0.0, min(next_ping - now, WATCHDOG_TICK_S)))
+                await asyncio.sleep(wait)
         except ConnectionClosed:
             return
         except Exception:  # without keepalive the session is blind: end it, reconnect
             log.exception("conn %d: keepalive failed; closing to reconnect", self.id)
             await ws.close(1011, "keepalive failed")
 
-    def _fire(self, kind: str, silent_s: float) -> None:
-        self.stats.stalls[kind] += 1
-        self._stall_error = f"watchdog {kind}: silent for {silent_s:.1f}s"
-        self._record(records.stall(time.time_ns(), self.id, kind, silent_s))
-        log.warning("conn %d: %s, closing to reconnect", self.id, self._stall_error)
+    def _pump_records(self) -> None:
+        for record in self.core.records_out():
+            self._record(record)
 
     def _closed(self, ws: ClientConnection, error: str | None) -> None:
-        code = ws.close_code if ws.close_code is not None else 1006
-        reason = ws.close_reason or ""
-        if self._stall_error is not None:
-            error, kind = self._stall_error, "stall"
-        elif self._stopping:
-            kind = "shutdown"
-        else:
-            kind = "closed_by_server" if error is None else "connection_lost"
-        if not self._stopping:
-            self.stats.reconnects[kind] += 1
-        self.stats.last_close = {"code": code, "reason": reason, "error": error}
-        self.stats.state = "closed"
-        self._record(records.conn_close(time.time_ns(), self.id, self.url, code, reason, error))
+        self.core.closed(ws.close_code, ws.close_reason or "", error)
+        self._pump_records()
+        close = self.stats.last_close or {}
         log.log(
-            logging.INFO if self._stopping else logging.WARNING,
+            logging.INFO if self.core.stopping else logging.WARNING,
             "conn %d: closed, code %s%s%s",
             self.id,
-            code,
-            f" reason {reason!r}" if reason else "",
-            f" ({error})" if error else "",
+            close.get("code"),
+            f" reason {close.get('reason')!r}" if close.get("reason") else "",
+            f" ({close.get('error')})" if close.get("error") else "",
         )
 
     def _record(self, record: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from capture.notify import Notifier
 from capture.shard import Shards
 from capture.signals import handled_signals
 from capture.status import write_status
+from capture.wanted import Wanted
 from wal import FileOps, Hooks, Policy, WalError, WalFatalError, WalWriteError, WalWriter
 from wal.fsutil import REAL_OPS
 from wal.policy import DEFAULT_BATCH_BYTES
@@ -61,14 +62,16 @@ class Daemon:
         self.signals = signals  # tests running a daemon in-process leave signals alone
         self.shards = Shards(config.max_assets_per_conn)
         self.connections: dict[int, Connection] = {}
+        self.replicas: dict[int, list[Connection]] = {}  # by shard, replica 0 first
         self.writer: WalWriter | None = None
         self._market_log = discovery.MarketLog(self._append)  # meta records of Gamma markets
         self.metrics: Metrics | None = None
         self.started_ns = time.time_ns()
-        self._static = list(dict.fromkeys(config.assets))
-        self._file_assets: list[str] = []
-        self._discovered: list[str] = []
-        self._announced: dict[str, None] = {}  # from new_market, until discovery lists them
+        self.wanted = Wanted(
+            config.assets,
+            follow_new=config.follows_new_markets,
+            resolved_grace_s=config.resolved_grace_s,
+        )
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
@@ -83,56 +86,87 @@ class Daemon:
     # ----- sources and reconciling -----
 
     def desired(self) -> list[str]:
-        merged = [*self._static, *self._file_assets, *self._discovered, *self._announced]
-        return list(dict.fromkeys(merged))
+        return self.wanted.desired()
 
     def reconcile(self) -> None:
-        """Subscribe what is wanted and not held, unsubscribe what is held and not wanted."""
+        """Subscribe what is wanted and not held, unsubscribe what is held and not wanted.
+        Every replica of a shard gets the same subscribes and unsubscribes."""
         if self._state in ("stopping", "stopped", "failed"):
             return  # no new connections once the shutdown has begun
         wanted = self.desired()
         wanted_set = set(wanted)
         gone = [a for a in self.shards.owner if a not in wanted_set]
-        for conn_id, assets in self.shards.remove(gone).remove.items():
-            self.connections[conn_id].remove(assets)
+        for shard, assets in self.shards.remove(gone).remove.items():
+            for conn in self.replicas[shard]:
+                conn.remove(assets)
         plan = self.shards.add(wanted)
-        for conn_id, assets in plan.add.items():
-            self.connections[conn_id].add(assets)
-        for conn_id, assets in plan.open.items():
-            self._open(conn_id, assets)
+        for shard, assets in plan.add.items():
+            for conn in self.replicas[shard]:
+                conn.add(assets)
+        for shard, assets in plan.open.items():
+            self._open(shard, assets)
         added = sum(map(len, plan.add.values())) + sum(map(len, plan.open.values()))
         if added or gone:
             log.info(
-                "subscriptions: +%d -%d, %d assets on %d connections (%d new)",
+                "subscriptions: +%d -%d, %d assets on %d shards x %d replicas (%d new)",
                 added,
                 len(gone),
                 len(self.shards.owner),
-                len(self.connections),
+                len(self.replicas),
+                self.config.redundancy,
                 len(plan.open),
             )
 
-    def _open(self, conn_id: int, assets: list[str]) -> None:
+    def _open(self, shard: int, assets: list[str]) -> None:
+        """The shard's replicas: connection ids ``shard * N + replica``, replica r opened
+        r staggers after replica 0, so that they do not drop (or reconnect) together."""
         assert self.writer is not None
-        conn = Connection(
-            conn_id,
-            self.config.url,
-            assets,
-            sink=self.writer,
-            gate=self._gate,
-            timing=self.config.timing,
-            custom_features=self.config.custom_features,
-            on_new_market=self.on_new_market,
-            on_wal_fatal=self._on_wal_fatal,
-            max_frame_bytes=self.config.max_frame_bytes,
-        )
-        self.connections[conn_id] = conn
-        self._tasks[conn_id] = asyncio.create_task(conn.run(), name=f"conn-{conn_id}")
+        siblings: list[Connection] = []
+        self.replicas[shard] = siblings
+        redundancy = self.config.redundancy
+        for replica in range(redundancy):
+            conn_id = shard * redundancy + replica
+            conn = Connection(
+                conn_id,
+                self.config.url,
+                assets,
+                sink=self.writer,
+                gate=self._gate,
+                timing=self.config.timing,
+                custom_features=self.config.custom_features,
+                on_new_market=self.on_new_market if self.config.follows_new_markets else None,
+                on_resolved=self.on_resolved,
+                on_wal_fatal=self._on_wal_fatal,
+                max_frame_bytes=self.config.max_frame_bytes,
+                shard=shard,
+                replica=replica,
+                siblings=siblings,
+            )
+            siblings.append(conn)
+            self.connections[conn_id] = conn
+            delay = replica * self.config.timing.replica_stagger_s
+            self._tasks[conn_id] = asyncio.create_task(conn.run(delay), name=f"conn-{conn_id}")
 
     def on_new_market(self, assets: list[str]) -> None:
-        fresh = [a for a in assets if a not in self.shards.owner]
+        """A ``new_market`` (broadcast to every connection): followed only when capturing
+        everything or asked to (``--follow-new-markets``); its frame is recorded anyway."""
+        fresh = self.wanted.announce(assets)
         if fresh:
-            self._announced.update(dict.fromkeys(fresh))
             log.info("new_market: subscribing %d new assets", len(fresh))
+            self.reconcile()
+
+    def on_resolved(self, assets: list[str]) -> None:
+        """``market_resolved``: unsubscribe its assets once ``--resolved-grace`` is over."""
+        started = self.wanted.resolve(assets, time.monotonic())
+        if started:
+            grace = self.config.resolved_grace_s
+            log.info("market_resolved: unsubscribing %d assets in %.0fs", len(started), grace)
+            asyncio.get_running_loop().call_later(grace, self._expire_resolved)
+
+    def _expire_resolved(self) -> None:
+        done = self.wanted.expire(time.monotonic())
+        if done:
+            log.info("market_resolved: %d assets past their grace", len(done))
             self.reconcile()
 
     def reload(self) -> None:
@@ -144,24 +178,33 @@ class Daemon:
             log.info("SIGHUP: no --assets-file to reload")
             return
         try:
-            self._file_assets = read_assets_file(self.config.assets_file)
+            self.wanted.file = read_assets_file(self.config.assets_file)
         except ConfigError as exc:
             log.error("SIGHUP: %s; keeping the previous list", exc)
             return
-        log.info("SIGHUP: %d assets in %s", len(self._file_assets), self.config.assets_file)
+        log.info("SIGHUP: %d assets in %s", len(self.wanted.file), self.config.assets_file)
         self.reconcile()
 
     async def refresh_discovery(self) -> bool:
+        """One Gamma listing. False when it failed or was incomplete (the previous list
+        stays); a listing that would drop too much at once is refused (see ``Wanted``)."""
         try:
             tokens = await discovery.discover(self.config.gamma_url, self._record_markets)
         except DiscoveryError as exc:
             log.error("%s", exc)
             return False
-        listed = set(tokens)
-        for asset in [a for a in self._announced if a in listed]:
-            del self._announced[asset]
-        self._discovered = tokens
-        log.info("discovery: %d tokens of open markets", len(tokens))
+        result = self.wanted.listed(tokens)
+        if not result.applied:
+            log.error(
+                "discovery: %d tokens of open markets would drop %d of %d assets at once; "
+                "refused (more than a fifth), unless the next refresh confirms it",
+                len(tokens),
+                result.dropped,
+                len(self.shards.owner),
+            )
+            return True
+        confirmed = " (confirming the refused drop)" if result.confirmed else ""
+        log.info("discovery: %d tokens of open markets%s", len(tokens), confirmed)
         self.reconcile()
         return True
 
@@ -187,7 +230,7 @@ class Daemon:
         """Open the WAL, connect, record until stopped, then seal. WAL errors propagate."""
         cfg = self.config
         if cfg.assets_file is not None:
-            self._file_assets = read_assets_file(cfg.assets_file)
+            self.wanted.file = read_assets_file(cfg.assets_file)
         if cfg.max_frame_bytes < MAX_FRAME_BYTES:
             log.info(
                 "messages larger than %d MiB are refused (half of --max-buffer-mb %d)",
@@ -235,6 +278,7 @@ class Daemon:
         collector = CaptureCollector(
             lambda: list(self.connections.values()),
             lambda: self.writer.stats if self.writer else None,
+            lambda: {"capture_discovery_refused": self.wanted.refused_total},
         )
         self.metrics = Metrics(collector)
         self.metrics.serve(*addr)

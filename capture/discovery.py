@@ -1,7 +1,9 @@
 """Listing the token ids of open markets from Gamma (stdlib HTTP, run in a thread).
 
 ``/markets/keyset`` pages with ``next_cursor``; when a Gamma does not know that path
-(HTTP 404), ``/markets?offset=`` is used, which Gamma caps at offset 10000.
+(HTTP 404), ``/markets?offset=`` is used, which Gamma caps at offset 10000. A listing
+that is incomplete (that cap reached, a page failing) is a failed refresh: a
+``DiscoveryError``, so the previous list stays.
 """
 
 from __future__ import annotations
@@ -87,9 +89,12 @@ def _keyset(base: str, observe: Observe | None) -> list[str]:
             observe(url, body["markets"])
         tokens.extend(page.tokens)
         if page.next_cursor is None or page.next_cursor == cursor:
-            break
+            return tokens
         cursor = page.next_cursor
-    return tokens
+    raise DiscoveryError(
+        f"Gamma /markets/keyset still had a next page after {MAX_PAGES} pages: the "
+        "listing is incomplete; keeping the previous list"
+    )
 
 
 def _offsets(base: str, observe: Observe | None) -> list[str]:
@@ -101,8 +106,13 @@ def _offsets(base: str, observe: Observe | None) -> list[str]:
         if observe is not None:
             observe(url, body)
         if not isinstance(body, list) or len(body) < PAGE_LIMIT:
-            break
-    return tokens
+            return tokens
+    # the markets past the cap are unlisted, not closed: unsubscribing them would be wrong
+    raise DiscoveryError(
+        f"Gamma /markets?offset= stops at offset {MAX_OFFSET} and the page there was "
+        f"full ({len(tokens)} tokens so far): the listing is incomplete (and "
+        "/markets/keyset is not available); keeping the previous list"
+    )
 
 
 def fetch_open_tokens(base: str, observe: Observe | None = None) -> list[str]:

@@ -17,6 +17,9 @@ from wal import WriterStats
 
 # fsync of one batch: sub-ms on NVMe, ~10 ms on spinning disks, seconds when in trouble
 FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+_COUNTER_DOCS = {
+    "capture_discovery_refused": "Gamma refreshes refused: they would drop over a fifth at once",
+}
 
 
 class CaptureCollector(Collector):
@@ -26,9 +29,11 @@ class CaptureCollector(Collector):
         self,
         connections: Callable[[], Iterable[Connection]],
         wal_stats: Callable[[], WriterStats | None],
+        counters: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         self.connections = connections
         self.wal_stats = wal_stats
+        self.counters = counters or dict
 
     def collect(self) -> Iterator[Metric]:
         conns = list(self.connections())
@@ -40,6 +45,13 @@ class CaptureCollector(Collector):
             conns, "capture_reconnects", "Reconnects by reason", "reason", "reconnects"
         )
         yield self._by_reason(conns, "capture_stalls", "Watchdog firings by kind", "kind", "stalls")
+        yield self._by_reason(
+            conns, "capture_probes", "Liveness probes of silent connections", "result", "probes"
+        )
+        for name, value in self.counters().items():
+            counter = CounterMetricFamily(name, _COUNTER_DOCS.get(name, name))
+            counter.add_metric([], value)
+            yield counter
         stats = self.wal_stats()
         if stats is not None:
             yield from _wal_metrics(stats)

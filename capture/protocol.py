@@ -15,7 +15,8 @@ PONG_TEXT = "PONG"
 CONTROL_TEXTS = frozenset({"PONG", "INVALID OPERATION", "NO NEW ASSETS"})
 MAX_ASSETS_PER_CONN = 500  # above this the server silently stops sending snapshots/updates
 DEFAULT_ASSETS_PER_CONN = 200  # what well-behaved clients use
-NEW_MARKET_MARK = '"new_market"'  # cheap substring test before parsing any JSON
+NEW_MARKET_MARK = '"new_market"'  # cheap substring tests before parsing any JSON
+RESOLVED_MARK = '"market_resolved"'
 
 
 class FrameKind(enum.Enum):
@@ -77,7 +78,16 @@ def new_market_assets(message: str) -> list[str]:
 
     Malformed JSON yields nothing: the frame is already recorded verbatim.
     """
-    if NEW_MARKET_MARK not in message:
+    return _event_assets(message, NEW_MARKET_MARK, "new_market")
+
+
+def resolved_assets(message: str) -> list[str]:
+    """Token ids of the markets a data frame's ``market_resolved`` events resolve."""
+    return _event_assets(message, RESOLVED_MARK, "market_resolved")
+
+
+def _event_assets(message: str, mark: str, event_type: str) -> list[str]:
+    if mark not in message:
         return []
     try:
         parsed = json.loads(message)
@@ -86,7 +96,7 @@ def new_market_assets(message: str) -> list[str]:
     events = parsed if isinstance(parsed, list) else [parsed]
     found: list[str] = []
     for event in events:
-        if not isinstance(event, dict) or event.get("event_type") != "new_market":
+        if not isinstance(event, dict) or event.get("event_type") != event_type:
             continue
         ids = event.get("assets_ids")
         if isinstance(ids, list):

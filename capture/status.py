@@ -78,6 +78,8 @@ def conn_status(conn: Connection, now: float) -> dict[str, Any]:
     age = None if st.last_frame_at is None else round(now - st.last_frame_at, 3)
     return {
         "id": conn.id,
+        "shard": conn.shard,
+        "replica": conn.replica,
         "state": st.state,
         "assets": len(conn.assets),
         "asset_ids": list(conn.assets),
@@ -159,12 +161,16 @@ def render(doc: dict[str, Any]) -> str:
         lines.append(f"WAL WRITER DIED (capture is exiting): {wal['fatal_error']}")
     elif wal.get("last_error"):
         lines.append(f"WAL ERROR ({wal.get('write_errors')} so far): {wal['last_error']}")
-    lines.append(f"{'conn':>4}  {'state':<10} {'assets':>6} {'frames':>10} {'last frame':>11}")
+    lines.append(
+        f"{'conn':>4} {'shard/rep':>9}  {'state':<10} {'assets':>6} {'frames':>10} "
+        f"{'last frame':>11}"
+    )
     for conn in doc["connections"]:
         age = conn.get("last_frame_age_s")
         age_text = "-" if age is None else f"{age:.1f}s ago"
+        place = f"{conn.get('shard', conn['id'])}/{conn.get('replica', 0)}"
         lines.append(
-            f"{conn['id']:>4}  {conn['state']:<10} {conn['assets']:>6} "
+            f"{conn['id']:>4} {place:>9}  {conn['state']:<10} {conn['assets']:>6} "
             f"{conn['frames']:>10} {age_text:>11}"
         )
     return "\n".join(lines)

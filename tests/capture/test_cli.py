@@ -56,6 +56,8 @@ FAST_OPTS = [
         ["run", "--wal-dir", "w", "--asset", "1", "--metrics-addr", "nope"],
         ["run", "--wal-dir", "w", "--asset", "1", "--url", "http://x/"],
         ["run", "--wal-dir", "w", "--asset", "1", "--log-format", "xml"],
+        ["run", "--wal-dir", "w", "--asset", "1", "--redundancy", "4"],
+        ["run", "--wal-dir", "w", "--asset", "1", "--redundancy", "0"],
         ["run", "--asset", "1"],  # no --wal-dir
         ["status"],
         ["nosuch"],
@@ -85,6 +87,13 @@ def test_options_come_from_capture_env_vars(tmp_path):
     result = CliRunner().invoke(main, ["run"], env=env)
     assert result.exit_code == 2
     assert "900 is not in the range" in result.output
+
+
+def test_redundancy_comes_from_its_env_var(tmp_path):
+    env = {"CAPTURE_WAL_DIR": str(tmp_path), "CAPTURE_ASSET": "1", "CAPTURE_REDUNDANCY": "5"}
+    result = CliRunner().invoke(main, ["run"], env=env)
+    assert result.exit_code == 2
+    assert "5 is not in the range 1<=x<=3" in result.output
 
 
 def test_status_without_a_daemon_says_so_and_exits_1(tmp_path):

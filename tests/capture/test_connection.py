@@ -27,6 +27,8 @@ FAST = Timing(
     backoff_max_s=0.2,
     open_spacing_s=0.01,
     close_timeout_s=0.5,
+    tick_s=0.1,
+    probe_timeout_s=0.5,
 )
 
 
@@ -151,7 +153,7 @@ async def test_http_429_at_the_handshake_backs_off_exponentially_then_connects(e
     exchange.reject(429, count=3)
     timing = dataclasses.replace(FAST, backoff_initial_s=0.1, backoff_max_s=5.0)
     run = start(exchange.tokens()[:1], timing=timing)
-    run.conn.backoff.rng = NoJitter()  # before the first attempt fails
+    run.conn.core.backoff.rng = NoJitter()  # before the first attempt fails
     await wait_for(lambda: run.sink.of("conn_open"))
     failures = run.sink.of("conn_close")
     assert len(failures) == 3

@@ -3,77 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import errno
 import json
 import logging
 import socket
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from capture.config import Config, Timing
+from capture.config import Config
 from capture.daemon import Daemon
 from capture.errors import ConfigError, StatusError, WalDiedError
 from capture.notify import Notifier
 from capture.status import STATUS_NAME, read_status
+from tests.capture.daemon_fixtures import FAST, Runner
 from tests.capture.helpers import CutShortGamma, HungGamma, frames_by_conn, wait_for, wal_records
 from tests.fakes.exchange import FakeExchange
 from tests.timeouts import TIMEOUT_S
 from wal import FileOps, records
-
-FAST = Timing(
-    ping_interval_s=0.2,
-    pong_timeout_s=2.0,
-    silence_timeout_s=5.0,
-    backoff_initial_s=0.05,
-    backoff_max_s=0.2,
-    open_spacing_s=0.01,
-    close_timeout_s=0.5,
-    status_interval_s=0.2,
-)
-
-
-@pytest.fixture
-async def exchange() -> AsyncIterator[FakeExchange]:
-    async with FakeExchange(assets=10, rate=40, seed=3, ping_timeout=2.0) as ex:
-        yield ex
-
-
-class Runner:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.task = asyncio.create_task(daemon.run())
-
-    def conns_up(self) -> int:
-        return sum(1 for c in self.daemon.connections.values() if c.stats.state == "up")
-
-    async def stop(self) -> None:
-        if not self.task.done():
-            self.daemon.request_stop()
-        await asyncio.wait_for(self.task, TIMEOUT_S)
-
-
-@pytest.fixture
-async def run_daemon(tmp_path: Path, exchange: FakeExchange):
-    runners: list[Runner] = []
-
-    def _run(ops: FileOps | None = None, notifier: Notifier | None = None, **kw) -> Runner:
-        kw.setdefault("url", exchange.ws_url)
-        kw.setdefault("gamma_url", exchange.gamma_url)
-        kw = {"timing": FAST, "flush_ms": 20, **kw}
-        config = Config(wal_dir=tmp_path / "wal", **kw)
-        daemon = Daemon(config, signals=False, notifier=notifier, **({"ops": ops} if ops else {}))
-        runners.append(Runner(daemon))
-        return runners[-1]
-
-    yield _run
-    for runner in runners:
-        with contextlib.suppress(WalDiedError):
-            await runner.stop()
 
 
 async def test_graceful_run_wal_frames_equal_what_the_fake_sent(tmp_path, exchange, run_daemon):
@@ -94,8 +44,8 @@ async def test_graceful_run_wal_frames_equal_what_the_fake_sent(tmp_path, exchan
         assert wal_frames[conn] == sent
 
 
-async def test_new_market_event_subscribes_its_assets_at_once(exchange, run_daemon):
-    runner = run_daemon(assets=tuple(exchange.tokens()[:2]))
+async def test_new_market_event_subscribes_its_assets_at_once_when_following(exchange, run_daemon):
+    runner = run_daemon(assets=tuple(exchange.tokens()[:2]), follow_new_markets=True)
     await wait_for(lambda: runner.conns_up() == 1)
     tokens = exchange.announce_market()
     await wait_for(lambda: set(tokens) <= set(runner.daemon.shards.owner))
@@ -202,6 +152,7 @@ async def test_metrics_are_served(exchange, run_daemon, unused_tcp_port):
         "capture_wal_fsync_seconds_bucket",
         "capture_wal_dropped_total",
         "capture_wal_segments_sealed_total",
+        "capture_discovery_refused_total 0.0",
     ):
         assert name in text, name
 

@@ -39,6 +39,16 @@ def test_render_shows_connections_segment_rate_and_errors():
     assert "0.5s ago" in text and "backoff" in text
 
 
+def test_render_shows_each_connections_shard_and_replica():
+    conns = [
+        {"id": i, "shard": 1, "replica": i - 2, "state": "up", "assets": 1, "frames": 5}
+        for i in (2, 3)
+    ]
+    text = render({**DOC, "connections": [*DOC["connections"], *conns]})
+    assert "   3       1/1  up" in text  # replica 1 of shard 1
+    assert "   0       0/0  up" in text  # a status file written before redundancy
+
+
 def test_fresh_status_passes():
     now = time.time_ns()
     check_fresh({**DOC, "updated_ns": now - 10**9}, now, True, Path("s"))

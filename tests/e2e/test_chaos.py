@@ -39,7 +39,11 @@ CAPTURE_OPTS = (
     "--flush-ms",
     "50",
     "--silence-timeout",
-    "2",
+    "1.5",
+    "--probe-timeout",  # a silent connection is probed first: no answer within this
+    "0.5",
+    "--tick",
+    "0.2",
     "--max-assets-per-conn",
     "40",
     "--ping-interval",
@@ -100,7 +104,7 @@ def test_chaos_loses_nothing_outside_recorded_gaps(tmp_path, pg_server, fresh_db
                 pgserver.start(pg_server.datadir)
             elif action == "stall_data":
                 exchange.control("stall_data", on=1)
-                time.sleep(3)  # longer than --silence-timeout: the watchdog must fire
+                time.sleep(3)  # longer than --silence-timeout + --probe-timeout: the watchdog fires
                 exchange.control("stall_data", on=0)
             else:
                 exchange.control(action)

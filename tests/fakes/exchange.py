@@ -4,7 +4,9 @@
 In tests: ``async with FakeExchange(assets=10) as ex:`` then ``ex.ws_url``,
 ``ex.gamma_url``, ``ex.sent[conn]`` (every message sent to a connection, in order),
 ``ex.received[conn]``, and faults (``drop_all()``, ``stall_data``, ``stall_all``,
-``reject(429, count)``, ``send_garbage()``, ``announce_market()``, ``close_market()``),
+``reject(429, count)``, ``send_garbage()``, ``announce_market()``, ``close_market()``,
+``resolve_market()``, ``stall_conns`` (fake connection ids whose data stalls: a zombie
+that still answers PING), ``gamma_fail_after`` (pages served before Gamma fails)),
 ``handshake_times`` (monotonic time of each handshake request, rejected ones too).
 With ``new_market_prob`` > 0, each data frame is instead, with that probability, a new
 market announced to every connection (at most ``max_new_markets`` of them).
@@ -91,6 +93,8 @@ class FakeExchange:
         self.gamma_requests: list[str] = []
         self.stall_data = False
         self.stall_all = False
+        self.stall_conns: set[int] = set()  # these fake connections get no data at all
+        self.gamma_fail_after: int | None = None  # Gamma pages served before 500s
         self._reject: list[int] = []
         self._record_path = record
         self._record_received = record_received
@@ -184,6 +188,20 @@ class FakeExchange:
     def close_market(self, token: str) -> None:
         self.universe.by_token[token].closed = True
 
+    def resolve_market(self, token: str) -> list[str]:
+        """Close ``token``'s market and send ``market_resolved`` to every custom
+        connection; returns the market's tokens."""
+        market = self.universe.by_token[token]
+        market.closed = True
+        text = self.universe.market_resolved(market)
+        for conn in list(self.conns.values()):
+            if conn.custom and conn.typed:
+                asyncio.get_running_loop().create_task(self._send(conn, text))
+        return list(market.tokens)
+
+    def _stalled(self, conn: FakeConn) -> bool:
+        return self.stall_data or self.stall_all or conn.id in self.stall_conns
+
     # ----- the WebSocket side -----
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -267,7 +285,8 @@ class FakeExchange:
             await self._send(conn, "NO NEW ASSETS")
             return
         conn.assets.update(dict.fromkeys(new))
-        await self._dump(conn, new)
+        if not self._stalled(conn):  # a zombie answers no resubscribe either
+            await self._dump(conn, new)
 
     async def _dump(self, conn: FakeConn, assets: list[str]) -> None:
         known = [a for a in assets if a in self.universe.by_token]
@@ -288,7 +307,7 @@ class FakeExchange:
                 next_at += period
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             live = self._live(conn) if conn.typed else []
-            if not live or self.stall_data or self.stall_all:
+            if not live or self._stalled(conn):
                 if not period:
                     await asyncio.sleep(0.01)
                 next_at = time.monotonic()
@@ -329,6 +348,10 @@ class FakeExchange:
             return None
         if url.path.startswith("/markets"):
             self.gamma_requests.append(request.path)
+        if url.path.startswith("/markets") and self.gamma_fail_after is not None:
+            if self.gamma_fail_after <= 0:
+                return ws.respond(500, "Internal Server Error\n")
+            self.gamma_fail_after -= 1
         if url.path == "/markets":
             return self._json(ws, self._markets_offset(ws, query))
         if url.path == "/markets/keyset" and self.gamma_keyset:
@@ -346,33 +369,34 @@ class FakeExchange:
         headers["Content-Type"] = "application/json"
         return Response(response.status_code, response.reason_phrase, headers, response.body)
 
-    def _open_markets(self, query: dict[str, str]) -> list[dict[str, Any]]:
+    def _open_markets(self, query: dict[str, str], start: int, stop: int) -> list[dict[str, Any]]:
         markets = self.universe.markets
         if query.get("closed") == "false":
             markets = [m for m in markets if not m.closed]
         if query.get("active") == "true":
             markets = [m for m in markets if m.active]
-        return [m.gamma() for m in markets]
+        return [m.gamma() for m in markets[start:stop]]
 
     def _markets_offset(self, ws: ServerConnection, query: dict[str, str]) -> Any:
         offset, limit = int(query.get("offset", 0)), int(query.get("limit", 20))
         if offset > GAMMA_MAX_OFFSET:  # as the real one: use /markets/keyset instead
             body = json.dumps({"error": f"offset {offset} exceeds {GAMMA_MAX_OFFSET}"})
             return ws.respond(422, body)
-        return self._open_markets(query)[offset : offset + min(limit, GAMMA_MAX_LIMIT)]
+        return self._open_markets(query, offset, offset + min(limit, GAMMA_MAX_LIMIT))
 
     def _markets_keyset(self, query: dict[str, str]) -> Any:
         start = int(query.get("after_cursor") or 0)
         limit = min(int(query.get("limit", 20)), GAMMA_MAX_LIMIT)
-        markets = self._open_markets(query)
-        body: dict[str, Any] = {"markets": markets[start : start + limit]}
-        if start + limit < len(markets):
+        markets = self._open_markets(query, start, start + limit + 1)  # one more: is there a next?
+        body: dict[str, Any] = {"markets": markets[:limit]}
+        if len(markets) > limit:
             body["next_cursor"] = str(start + limit)
         return body
 
     def _control(self, name: str, query: dict[str, str]) -> Any:
-        """drop_all, stall_data?on=1|0, stall_all?on=1|0, reject?status=&count=, garbage,
-        new_market, close_market?token=, revise_market?index=, stats."""
+        """drop_all, stall_data?on=1|0, stall_all?on=1|0, stall_conn?conn=&on=1|0,
+        reject?status=&count=, garbage, new_market, close_market?token=,
+        resolve_market?token=, revise_market?index=, stats."""
         on = query.get("on", "1") == "1"
         if name == "drop_all":
             self.drop_all()
@@ -380,6 +404,9 @@ class FakeExchange:
             self.stall_data = on
         elif name == "stall_all":
             self.stall_all = on
+        elif name == "stall_conn":
+            conn_id = int(query["conn"])
+            self.stall_conns.add(conn_id) if on else self.stall_conns.discard(conn_id)
         elif name == "reject":
             self.reject(int(query.get("status", 429)), int(query.get("count", 1)))
         elif name == "garbage":
@@ -390,6 +417,8 @@ class FakeExchange:
             self.close_market(query["token"])
         elif name == "revise_market":
             self.universe.markets[int(query.get("index", 0))].revise()
+        elif name == "resolve_market":
+            return {"assets_ids": self.resolve_market(query["token"])}
         elif name != "stats":
             return {"error": f"unknown control {name}"}
         return {

@@ -223,6 +223,18 @@ class Universe:
         }
         return _dumps(event, self.rng)
 
+    def market_resolved(self, market: Market) -> str:
+        """``market_resolved``: the ``new_market`` fields plus the winner."""
+        event = json.loads(self.new_market(market))
+        event.update(
+            event_type="market_resolved",
+            winning_asset_id=market.tokens[0],
+            winning_outcome="Yes",
+            event_message=None,
+            timestamp=self._tick(),
+        )
+        return _dumps(event, self.rng)
+
     def fork(self, seed: int) -> Universe:
         """Same markets, its own random stream (one per connection keeps each one's
         frames reproducible whatever the interleaving)."""

@@ -137,9 +137,7 @@ def test_invalid_book_events_are_logged_once_each_up_to_a_limit(
     assert next(iter(segments(db).values()))["book_errors"] == 8
 
 
-def test_status_shows_book_rows_and_the_segments_still_to_backfill(
-    db: str, wal_dir: Path
-) -> None:
+def test_status_shows_book_rows_and_the_segments_still_to_backfill(db: str, wal_dir: Path) -> None:
     build_book_wal(wal_dir, segments=1, frames_per_batch=20)
     run_once(db, wal_dir, books=True)
     write_segment(wal_dir, 5, [[trade_frame(9)]])
