@@ -61,6 +61,16 @@ def run_loader(
     )
 
 
+def server_has_timescaledb(dsn: str) -> bool:
+    """Whether the test server has the timescaledb extension installed (then the throwaway
+    cluster preloads it, and init-db's default makes hypertables)."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+    return bool(row and row[0])
+
+
 def concurrent_init_db(dsn: str, count: int = 4) -> list[tuple[int, str, str]]:
     """``count`` ``loader init-db`` processes started together: (exit code, stdout, stderr)."""
     children = [

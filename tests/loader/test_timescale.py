@@ -7,6 +7,7 @@ import pytest
 
 from loader.errors import TimescaleSetupError
 from loader.timescale import Edition, Mode, ServerFacts, decide, inspect
+from tests.loader.conftest import server_has_timescaledb
 
 TSL = ServerFacts(True, None, True, True, Edition.TIMESCALE, "2.23.0")
 APACHE = ServerFacts(True, None, True, True, Edition.APACHE, "2.19.3")
@@ -68,11 +69,15 @@ def test_off_always_gives_plain_tables(facts: ServerFacts) -> None:
     assert not plan.timescaledb and not plan.compression
 
 
-def test_inspect_reads_plain_postgresql_as_without_timescaledb(fresh_db: str) -> None:
+def test_inspect_reads_the_test_server_as_it_is(fresh_db: str) -> None:
+    timescale = server_has_timescaledb(fresh_db)  # preloaded by the throwaway cluster if so
     with psycopg.connect(fresh_db) as conn:
         facts = inspect(conn)
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    assert facts == ServerFacts(False, None, False, True)
+    if timescale:
+        assert facts.available and facts.preloaded and facts.may_create
+    else:
+        assert facts == ServerFacts(False, None, False, True)
 
 
 def test_inspect_as_a_role_without_privileges(fresh_db: str) -> None:
@@ -85,4 +90,5 @@ def test_inspect_as_a_role_without_privileges(fresh_db: str) -> None:
         finally:
             conn.execute("RESET ROLE")
             conn.execute("DROP ROLE pmc_reader")
-    assert not facts.preloaded and not facts.available
+    timescale = server_has_timescaledb(fresh_db)
+    assert facts.preloaded is timescale and facts.available is timescale
