@@ -109,6 +109,7 @@ def start_exchange(
     seed: int = 1,
     trade_fraction: float = 0.1,
     record_received: bool = False,
+    shared_stream: bool = False,
 ) -> Exchange:
     """The fake exchange in its own process, recording every frame it sends (and, with
     ``record_received``, the subscribe messages it receives)."""
@@ -130,6 +131,7 @@ def start_exchange(
             "--record",
             str(record),
             *(["--record-received"] if record_received else []),
+            *(["--shared-stream"] if shared_stream else []),
         ],
         stdout=subprocess.PIPE,
         stderr=log,

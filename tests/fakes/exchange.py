@@ -73,6 +73,7 @@ class FakeExchange:
         keep_sent: bool = True,
         new_market_prob: float = 0.0,
         max_new_markets: int = 5,
+        shared_stream: bool = False,
     ) -> None:
         self.universe = Universe(seed)
         self.universe.add_markets(max(1, (assets + 1) // 2))
@@ -101,6 +102,11 @@ class FakeExchange:
         self._record: IO[str] | None = None
         self._server: Server | None = None
         self._next_id = 0
+        # shared_stream: like the real exchange, every connection subscribed to the same
+        # assets gets the same events (redundant connections); else one stream each.
+        self.shared_stream = shared_stream
+        self._shared: dict[tuple[str, ...], Universe] = {}
+        self._broadcast: asyncio.Task[None] | None = None
 
     # ----- lifecycle -----
 
@@ -116,9 +122,14 @@ class FakeExchange:
             max_size=MAX_FRAME_BYTES,
         )
         self.port = self._server.sockets[0].getsockname()[1] if self.port == 0 else self.port
+        if self.shared_stream:
+            self._broadcast = asyncio.create_task(self._produce_shared())
         return self
 
     async def stop(self) -> None:
+        if self._broadcast is not None:
+            self._broadcast.cancel()
+            await asyncio.gather(self._broadcast, return_exceptions=True)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -150,6 +161,14 @@ class FakeExchange:
         """Close every connection abruptly (no close frame)."""
         for conn in list(self.conns.values()):
             conn.ws.transport.abort()
+
+    def drop_conn(self, cid: int) -> bool:
+        """Close connection ``cid`` abruptly; False when it is not open."""
+        conn = self.conns.get(cid)
+        if conn is None:
+            return False
+        conn.ws.transport.abort()
+        return True
 
     def reject(self, status: int = 429, count: int = 1) -> None:
         """Answer the next ``count`` handshakes with HTTP ``status``."""
@@ -209,7 +228,9 @@ class FakeExchange:
         self._next_id += 1
         conn = FakeConn(cid, ws, self.universe.fork(self.seed * 1000 + cid))
         self.conns[cid] = conn
-        tasks = [asyncio.create_task(self._produce(conn)), asyncio.create_task(self._keep(conn))]
+        tasks = [asyncio.create_task(self._keep(conn))]
+        if not self.shared_stream:
+            tasks.append(asyncio.create_task(self._produce(conn)))
         try:
             async for message in ws:
                 self.received[cid].append(message)
@@ -326,6 +347,27 @@ class FakeExchange:
                 await self._send(conn, text)
             await asyncio.sleep(0)  # let PINGs and controls through
 
+    async def _produce_shared(self) -> None:
+        """shared_stream: at ``rate`` frames/s per set of assets, one frame sent to every
+        connection subscribed to exactly that set (and not stalled)."""
+        period = 1 / self.rate if self.rate > 0 else 0.01
+        while True:
+            await asyncio.sleep(period)
+            groups: dict[tuple[str, ...], list[FakeConn]] = defaultdict(list)
+            for conn in list(self.conns.values()):
+                live = self._live(conn) if conn.typed else []
+                if live and not self._stalled(conn):
+                    groups[tuple(sorted(live))].append(conn)
+            for key, conns in groups.items():
+                gen = self._shared.get(key)
+                if gen is None:
+                    gen = self._shared[key] = self.universe.fork(
+                        self.seed * 1000 + len(self._shared)
+                    )
+                text = gen.frame(list(key), self.trade_fraction, conns[0].custom)
+                for conn in conns:
+                    await self._send(conn, text)
+
     async def _keep(self, conn: FakeConn) -> None:
         """Drop a client that sends no PING for ``ping_timeout``."""
         while True:
@@ -394,12 +436,14 @@ class FakeExchange:
         return body
 
     def _control(self, name: str, query: dict[str, str]) -> Any:
-        """drop_all, stall_data?on=1|0, stall_all?on=1|0, stall_conn?conn=&on=1|0,
+        """drop_all, drop_conn?conn=, stall_data?on=1|0, stall_all?on=1|0, stall_conn?conn=&on=1|0,
         reject?status=&count=, garbage, new_market, close_market?token=,
         resolve_market?token=, revise_market?index=, stats."""
         on = query.get("on", "1") == "1"
         if name == "drop_all":
             self.drop_all()
+        elif name == "drop_conn":
+            return {"dropped": self.drop_conn(int(query["conn"]))}
         elif name == "stall_data":
             self.stall_data = on
         elif name == "stall_all":
@@ -424,6 +468,7 @@ class FakeExchange:
         return {
             "ok": True,
             "connections": len(self.conns),
+            "open": sorted(self.conns),
             "handshakes": self.handshakes,
             "sent": {str(k): len(v) for k, v in self.sent.items()},
         }

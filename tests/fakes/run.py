@@ -30,6 +30,7 @@ async def _serve_forever(args: Any) -> None:
         max_new_markets=args.max_new_markets,
         keep_sent=False,
         ping_timeout=args.ping_timeout,
+        shared_stream=args.shared_stream,
     )
     async with exchange:
         print(
@@ -57,6 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="frames/s per connection; 0: max")
     parser.add_argument("--trade-fraction", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--shared-stream",
+        action="store_true",
+        help="the same events to every connection with the same assets (redundancy tests)",
+    )
     parser.add_argument("--ping-timeout", type=float, default=PING_TIMEOUT_S)
     parser.add_argument("--record", type=Path, help="append every frame sent, as JSONL")
     parser.add_argument(
