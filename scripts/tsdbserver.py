@@ -1,7 +1,7 @@
 """A throwaway TimescaleDB for tests and benchmarks: PGlite behind ``scripts/tsdb/server.mjs``.
 
-No package registry these machines reach has TimescaleDB for PostgreSQL 15 (see
-``/work/shared/TIMESCALEDB.md``), so the tests use PGlite (PostgreSQL 17.5 in WASM) with
+No package registry we can reach has TimescaleDB for PostgreSQL 15 on Debian 12 (see the
+README, "TimescaleDB in the tests"), so the tests use PGlite (PostgreSQL 17.5 in WASM) with
 TimescaleDB 2.23, pinned in ``scripts/tsdb/package-lock.json`` and installed by
 ``make install``, behind a small wire-protocol server of ours. ``start(datadir)`` runs
 the server in the background, waits until it accepts connections and returns a DSN;

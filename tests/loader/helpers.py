@@ -20,7 +20,7 @@ BASE_NS = 1_786_728_467_000_000_000  # 2026-08-14: where the real frames' clocks
 BASE_MS = BASE_NS // 1_000_000
 ASSET = "72710166409980712002774407052535905861151156175854323762835102340552522606004"
 MARKET = "0x12dc2b61723b2a54fc1947a307389b5f32038e7a29a0e936ad1fe410b969d06a"
-# A copy of ../shared/realframes/frames.jsonl (provenance and licenses per line and in
+# A copy of the live-feed frames (provenance and licenses per line and in
 # realframes.README.md), kept in the repo so the tests run from a clone.
 REAL_FRAMES = Path(__file__).resolve().parents[1] / "data" / "realframes.jsonl"
 
@@ -85,7 +85,7 @@ def frame_offsets(path: Path) -> list[int]:
 
 
 def real_frames() -> list[dict[str, Any]]:
-    """The real frames of ../shared/realframes, with their provenance."""
+    """The real frames of the live-feed frames in tests/data/realframes.jsonl, with their provenance."""
     return [json.loads(line) for line in REAL_FRAMES.read_text().splitlines() if line.strip()]
 
 
