@@ -6,7 +6,7 @@ import pytest
 from capture import protocol
 from capture.protocol import FrameKind
 
-# A copy of the live captures in the live-feed frames in tests/data/realframes.jsonl (see tests/data/realframes.README.md).
+# Live captures: tests/data/realframes.jsonl (see tests/data/realframes.README.md).
 REALFRAMES = Path(__file__).resolve().parents[1] / "data" / "realframes.jsonl"
 
 

@@ -1,4 +1,4 @@
-"""Deterministic, seeded market data shaped like the live-feed frames in tests/data/realframes.jsonl (pure, no I/O).
+"""Deterministic, seeded market data shaped like tests/data/realframes.jsonl (pure, no I/O).
 
 Frames vary the way live ones do: single objects and arrays (of trades, price changes
 and best bid/asks), ``", "`` separators in some, unpadded prices (``".48"``),

@@ -85,7 +85,7 @@ def frame_offsets(path: Path) -> list[int]:
 
 
 def real_frames() -> list[dict[str, Any]]:
-    """The real frames of the live-feed frames in tests/data/realframes.jsonl, with their provenance."""
+    """The live-feed frames of tests/data/realframes.jsonl, with their provenance."""
     return [json.loads(line) for line in REAL_FRAMES.read_text().splitlines() if line.strip()]
 
 
