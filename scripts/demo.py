@@ -141,7 +141,8 @@ def _report(dsn: str, wal_dir: Path, exchange: Exchange) -> bool:
     print("\n  top markets by traded size:")
     for market, trades, size in top:
         print(f"    {market[:18]}...  {trades:>6} trades  {size:>14} size")
-    print(f"\n  logs and data: {DEMO}/  |  wal ls {wal_dir}  |  loader status --wal-dir {wal_dir}")
+    print(f"\n  logs and data: {DEMO}/  |  wal ls {wal_dir}")
+    print("  (python -m scripts.demo --keep-db leaves PostgreSQL up for `loader status`)")
     return ok
 
 
