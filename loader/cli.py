@@ -111,7 +111,7 @@ class Interval(click.ParamType):
 def main(ctx: click.Context, dsn: str | None, log_level: str) -> None:
     """Load trades from sealed WAL segments into PostgreSQL/TimescaleDB, exactly once."""
     if ctx.get_parameter_source("dsn") is click.core.ParameterSource.COMMANDLINE:
-        _check_dsn(dsn)  # LOADER_DSN is checked by the command, once it wins (_set_dsn)
+        _check_dsn(dsn, on_command_line=True)  # LOADER_DSN: checked once it wins (_set_dsn)
         ctx.meta[_DSN_EXPLICIT] = True
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     ctx.obj = dsn
@@ -120,15 +120,22 @@ def main(ctx: click.Context, dsn: str | None, log_level: str) -> None:
 _DSN_EXPLICIT = "loader.dsn_on_command_line"  # ctx.meta key: the group got --dsn
 
 
-def _check_dsn(dsn: str | None) -> None:
+def _check_dsn(dsn: str | None, *, on_command_line: bool = False) -> None:
     if dsn:
         try:
-            conninfo.conninfo_to_dict(dsn)
+            params = conninfo.conninfo_to_dict(dsn)
         except psycopg.ProgrammingError:
             raise click.BadParameter(
                 "not a connection string (key=value pairs or a postgresql:// URI)",
-                param_hint="--dsn",
+                param_hint="--dsn" if on_command_line else "--dsn / LOADER_DSN",
             ) from None
+        if on_command_line and params.get("password"):
+            click.echo(
+                "warning: the --dsn on this command line holds a password, which any local "
+                "user can read (ps); put the DSN in LOADER_DSN (the service's env file) or "
+                "the password in a PGPASSFILE",
+                err=True,
+            )
 
 
 def _set_dsn(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -141,7 +148,7 @@ def _set_dsn(ctx: click.Context, param: click.Parameter, value: str | None) -> N
         ctx.get_parameter_source(param.name or "dsn") is click.core.ParameterSource.COMMANDLINE
     )
     if explicit or not ctx.meta.get(_DSN_EXPLICIT):
-        _check_dsn(value)
+        _check_dsn(value, on_command_line=explicit)
         ctx.obj = value
 
 

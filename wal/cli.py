@@ -22,7 +22,7 @@ from wal.summary import Summary, summarize
 T = TypeVar("T")
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Inspect and verify polymarket-capture WAL segments."""
 

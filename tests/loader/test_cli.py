@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from loader.cli import main
-from tests.loader.conftest import db_trades, run_loader
+from tests.loader.conftest import ROOT, db_trades, loader_cmd, run_loader
 from tests.loader.helpers import trade_frame, write_segment
 
 
@@ -44,6 +46,17 @@ def test_unreachable_database_exits_1_without_password_or_traceback(tmp_path: Pa
     assert done.returncode == 1
     assert "cannot use the database" in done.stderr
     assert "hunter2" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+    assert "holds a password, which any local user can read" in done.stderr
+    quiet = subprocess.run(  # the same DSN from the environment: no warning
+        loader_cmd("status", "--wal-dir", str(tmp_path)),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LOADER_DSN": dsn},
+        cwd=ROOT,
+        check=False,
+    )
+    assert quiet.returncode == 1 and "cannot use the database" in quiet.stderr
+    assert "holds a password" not in quiet.stderr and "hunter2" not in quiet.stderr
 
 
 def test_run_once_exits_1_after_loading_around_a_corrupt_segment(db: str, wal_dir: Path) -> None:

@@ -163,3 +163,8 @@ def test_a_dangling_symlink_under_a_segment_name_is_unreadable_not_removed(tmp_p
     assert verify.exit_code == 1 and f"UNREADABLE {tmp_path / name}" in verify.output
     listed = CliRunner().invoke(main, ["ls", str(tmp_path)])
     assert listed.exit_code == 0 and "unread" in listed.output and "removed" not in listed.output
+
+
+def test_dash_h_is_help_like_the_other_commands():
+    result = CliRunner().invoke(main, ["-h"])
+    assert result.exit_code == 0 and "verify" in result.output
