@@ -11,7 +11,6 @@ database can take each field from the latest observation that has it.
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -24,7 +23,7 @@ MARKET_RESOLVED = "market_resolved"
 # Lines worth decoding: a meta record, or a frame naming one of the two events. A \u
 # escape could hide the event names; the feed sends none there, and a miss only delays
 # metadata until the next Gamma listing (it never touches trades).
-_CANDIDATE_RE = re.compile(rb'"type":"meta"|new_market|market_resolved')
+_CANDIDATES = (b'"type":"meta"', b"new_market", b"market_resolved")
 MAX_OUTCOMES = 64  # a market has a handful; more is not a market
 
 
@@ -47,15 +46,18 @@ class MarketObservation(NamedTuple):
 
 
 def scan_markets(data: bytes) -> list[MarketObservation]:
-    """The market observations in one zstd frame's bytes (whole lines)."""
+    """The market observations in one zstd frame's bytes (whole lines), in line order."""
+    starts: set[int] = set()
+    for needle in _CANDIDATES:  # one fast substring search each; a regex alternation
+        at = data.find(needle)  # walks every byte in Python's slower engine
+        while at >= 0:
+            start = data.rfind(b"\n", 0, at) + 1
+            starts.add(start)
+            end = data.find(b"\n", at)
+            at = data.find(needle, end if end >= 0 else len(data))
     found: list[MarketObservation] = []
-    seen: set[int] = set()
-    for match in _CANDIDATE_RE.finditer(data):
-        start = data.rfind(b"\n", 0, match.start()) + 1
-        if start in seen:
-            continue
-        seen.add(start)
-        end = data.find(b"\n", match.end())
+    for start in sorted(starts):
+        end = data.find(b"\n", start)
         try:
             record = parse._decode_record(data[start : end if end >= 0 else len(data)])
         except ValueError:
