@@ -12,10 +12,9 @@ import logging
 from datetime import timedelta
 
 import psycopg
-from psycopg import sql
 
 from loader.bookschema import BOOK_TABLES
-from loader.hypertables import try_enable_compression
+from loader.hypertables import ensure_compression_policy, try_enable_compression
 from loader.timescale import Plan
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ def converge(
             continue
         hypertables.append(table)
         if plan.compression and (info or try_enable_compression(conn, table)):
-            _ensure_policy(conn, table, compress_after)
+            ensure_compression_policy(conn, compress_after, table)
     return hypertables
 
 
@@ -54,24 +53,3 @@ def _info(conn: psycopg.Connection, table: str) -> bool | None:
         (table,),
     ).fetchone()
     return None if found is None else bool(found[0])
-
-
-def _ensure_policy(conn: psycopg.Connection, table: str, compress_after: timedelta) -> None:
-    row = conn.execute(
-        "SELECT job_id, (config->>'compress_after')::interval FROM timescaledb_information.jobs"
-        " WHERE hypertable_name = %s AND proc_name = 'policy_compression'",
-        (table,),
-    ).fetchone()
-    if row is None:
-        conn.execute(
-            sql.SQL("SELECT add_compression_policy({}, {})").format(
-                sql.Literal(table), sql.Literal(compress_after)
-            )
-        )
-    elif row[1] != compress_after:
-        conn.execute(
-            "SELECT alter_job(%s, config => jsonb_set(config, '{compress_after}',"
-            " to_jsonb(%s::interval::text))) FROM timescaledb_information.jobs WHERE job_id = %s",
-            (row[0], compress_after, row[0]),
-        )
-        log.info("compression policy of %s: compress after %s", table, compress_after)

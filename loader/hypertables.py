@@ -123,7 +123,7 @@ def converge(
     if hypertable and plan.compression:
         compression = _compression_enabled(conn) or try_enable_compression(conn)
         if compression:
-            _ensure_compression_policy(conn, compress_after)
+            ensure_compression_policy(conn, compress_after)
     continuous = hypertable and plan.compression and _ensure_continuous_candles(conn)
     source = f"SELECT * FROM {CANDLES_CAGG}" if continuous else _PLAIN_CANDLES
     if not continuous and hypertable and _cagg_exists(conn):
@@ -229,22 +229,27 @@ def try_enable_compression(
     return True
 
 
-def _compression_job(conn: psycopg.Connection) -> tuple[int, timedelta, Any] | None:
+def _compression_job(
+    conn: psycopg.Connection, table: str = TRADES_TABLE
+) -> tuple[int, timedelta, Any] | None:
     row = conn.execute(
         "SELECT job_id, (config->>'compress_after')::interval, config"
         " FROM timescaledb_information.jobs"
         " WHERE hypertable_name = %s AND proc_name = 'policy_compression'",
-        (TRADES_TABLE,),
+        (table,),
     ).fetchone()
     return (int(row[0]), row[1], row[2]) if row else None
 
 
-def _ensure_compression_policy(conn: psycopg.Connection, compress_after: timedelta) -> None:
-    job = _compression_job(conn)
+def ensure_compression_policy(
+    conn: psycopg.Connection, compress_after: timedelta, table: str = TRADES_TABLE
+) -> None:
+    """The table's compression policy: created once, altered in place only on a change."""
+    job = _compression_job(conn, table)
     if job is None:
         conn.execute(
             sql.SQL("SELECT add_compression_policy({}, {})").format(
-                sql.Literal(TRADES_TABLE), sql.Literal(compress_after)
+                sql.Literal(table), sql.Literal(compress_after)
             )
         )
     elif job[1] != compress_after:
@@ -254,7 +259,8 @@ def _ensure_compression_policy(conn: psycopg.Connection, compress_after: timedel
             (job[0], Jsonb(job[2]), compress_after),
         )
         log.info(
-            "compression policy (job %d): compress after %s, was %s",
+            "compression policy of %s (job %d): compress after %s, was %s",
+            table,
             job[0],
             compress_after,
             job[1],
