@@ -415,36 +415,30 @@ class SegmentLoader:
         return "loaded", None
 
     def _log_book_errors(self, errors: list[ParseError]) -> None:
-        for err in errors:
-            if self._logged_books >= MAX_LOGGED_ERRORS:
-                return
-            self._logged_books += 1
-            log.warning(
-                "invalid book event in %s at byte offset %d: %s; event %s%s",
-                err.segment,
-                err.offset,
-                err.reason,
-                err.event,
-                " (further invalid book events in this segment are only counted)"
-                if self._logged_books == MAX_LOGGED_ERRORS
-                else "",
-            )
+        self._logged_books = _log_invalid(errors, "book event", self._logged_books)
 
     def _log_errors(self, errors: list[ParseError]) -> None:
-        for err in errors:
-            if self._logged >= MAX_LOGGED_ERRORS:
-                return
-            self._logged += 1
-            log.warning(
-                "invalid trade in %s at byte offset %d: %s; event %s%s",
-                err.segment,
-                err.offset,
-                err.reason,
-                err.event,
-                " (further invalid trades in this segment are only counted)"
-                if self._logged == MAX_LOGGED_ERRORS
-                else "",
-            )
+        self._logged = _log_invalid(errors, "trade", self._logged)
+
+
+def _log_invalid(errors: list[ParseError], what: str, logged: int) -> int:
+    """Log ``errors`` while fewer than MAX_LOGGED_ERRORS of this segment were; the count."""
+    for err in errors:
+        if logged >= MAX_LOGGED_ERRORS:
+            break
+        logged += 1
+        log.warning(
+            "invalid %s in %s at byte offset %d: %s; event %s%s",
+            what,
+            err.segment,
+            err.offset,
+            err.reason,
+            err.event,
+            f" (further invalid {what}s in this segment are only counted)"
+            if logged == MAX_LOGGED_ERRORS
+            else "",
+        )
+    return logged
 
 
 def _check_books(state: bookstore.BookState, expected: int) -> None:
