@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 
@@ -33,6 +34,7 @@ from loader.store import Pending, SegmentState
 from wal import CorruptSegmentError, SegmentReader
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_BATCH_TRADES = 20_000  # trades per transaction; see bench/loader.py
 # Commit at least every this many zstd frames, so a segment with few trades still
@@ -75,15 +77,9 @@ def read_batches(path: Path, start: int, parser: Parser) -> Iterator[tuple[int, 
     SegmentChangedError when the file shrinks or is rewritten while it is read; OSError
     when it cannot be read. The parser gets each frame's bytes, whole lines.
     """
-    for batch in SegmentReader(path, tolerate_torn_tail=False).batches(start):
-        try:
-            result = parser.scan(batch.data, segment=path.name, offset=batch.offset)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise CorruptSegmentError(
-                path, batch.offset, f"a line is not a record: {exc}"
-            ) from None
-        result.markets = scan_markets(batch.data)
-        yield batch.end, result
+    for end, data, result in _scanned(path, start, parser.scan):
+        result.markets = scan_markets(data)
+        yield end, result
 
 
 Both = tuple[BatchResult, BookResult]
@@ -91,15 +87,22 @@ Both = tuple[BatchResult, BookResult]
 
 def read_book_batches(path: Path, start: int, parser: Parser) -> Iterator[tuple[int, Both]]:
     """As :func:`read_batches`, with each frame's trades and book rows."""
+    for end, data, result in _scanned(path, start, parser.scan_books):
+        result[0].markets = scan_markets(data)
+        yield end, result
+
+
+def _scanned(path: Path, start: int, scan: Callable[..., T]) -> Iterator[tuple[int, bytes, T]]:
+    """``(end_offset, bytes, scan(bytes))`` per zstd frame; a line that is no record makes
+    the segment corrupt at that frame."""
     for batch in SegmentReader(path, tolerate_torn_tail=False).batches(start):
         try:
-            result = parser.scan_books(batch.data, segment=path.name, offset=batch.offset)
+            result = scan(batch.data, segment=path.name, offset=batch.offset)
         except (UnicodeDecodeError, ValueError) as exc:
             raise CorruptSegmentError(
                 path, batch.offset, f"a line is not a record: {exc}"
             ) from None
-        result[0].markets = scan_markets(batch.data)
-        yield batch.end, result
+        yield batch.end, batch.data, result
 
 
 class SegmentLoader:
