@@ -280,3 +280,20 @@ def test_inspection_sees_the_timescale_license_build(tsdb_db: str, mode: Mode) -
         facts = inspect(conn)
     assert facts.available and facts.preloaded and facts.installed
     assert decide(facts, mode).compression
+
+
+def test_replicas_and_gaps_on_compressed_chunks_load_once_and_reparse_identically(
+    tsdb_db: str, wal_dir: Path
+) -> None:
+    from tests.loader import replica_wal
+    from tests.loader.test_replicas import BOTH_DOWN, db_gaps, expected_gaps, loaded_keys
+
+    wal = replica_wal.build(wal_dir, both_down=BOTH_DOWN)
+    loader_ok(tsdb_db, "init-db")
+    loader_ok(tsdb_db, "run", "--wal-dir", str(wal_dir), "--once", "--batch-trades", "7")
+    assert loaded_keys(tsdb_db) == wal.trades
+    gaps = db_gaps(tsdb_db)
+    assert [(g[0], g[1]) for g in gaps] == expected_gaps(wal)
+    compress_all(tsdb_db)
+    loader_ok(tsdb_db, "reparse", "--wal-dir", str(wal_dir), "--all")
+    assert loaded_keys(tsdb_db) == wal.trades and db_gaps(tsdb_db) == gaps
