@@ -6,7 +6,7 @@ import contextlib
 import json
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -21,8 +21,12 @@ from loader.parse import (
     BatchResult,
     InvalidTrade,
     _decode_record,
+    _fast_trade,
+    _from_ms,
+    _from_us,
     may_hold_trade,
     parse_frame,
+    parse_trade,
     parse_trade_event,
     scan_batch,
 )
@@ -421,3 +425,116 @@ def test_scan_batch_finds_escapes_past_many_plain_u_bytes() -> None:
 def test_scan_batch_refuses_bytes_that_do_not_end_with_a_newline() -> None:
     with pytest.raises(ValueError, match="newline"):
         scan_batch(b'{"type":"frame","text":"x"}')
+
+
+# The fast path (_fast_trade) against the reference (parse_trade_event): the same row
+# for every event it takes, and it takes the events the feed sends.
+digits = st.text(alphabet="0123456789", min_size=1, max_size=20)
+plain_numbers = st.one_of(
+    digits, st.builds(lambda a, b: f"{a}.{b}", digits, digits), digits.map(lambda d: "." + d)
+)
+number_texts = st.one_of(
+    plain_numbers,
+    st.sampled_from(["0", "1", "1.0", "1.0001", "0.5", "", ".", "1.", "-0.5", "+0.5", "1e-3"]),
+    st.sampled_from(["0x1", " 0.5", "0.5 ", "\u0661", "NaN", "inf", "9" * 65]),
+)
+id_texts = st.one_of(
+    st.sampled_from([DOC_TRADE["asset_id"], DOC_TRADE["market"], "", "x" * 257, "a\x00b"]),
+    st.text(max_size=80),
+)
+feed_like = st.fixed_dictionaries(
+    {"event_type": st.just("last_trade_price")},
+    optional={
+        "asset_id": id_texts | field_values,
+        "market": id_texts | field_values,
+        "price": number_texts | field_values,
+        "size": number_texts | field_values,
+        "side": st.sampled_from(["BUY", "SELL", "buy", ""]) | field_values,
+        "timestamp": st.one_of(st.integers(0, MAX_TIME_MS * 2).map(str), digits, field_values),
+        "fee_rate_bps": st.sampled_from(["0", "", "10", "0.5", None, "1e2"]) | field_values,
+        "transaction_hash": id_texts | st.none(),
+    },
+)
+record_times = st.one_of(
+    st.integers(MIN_TIME_MS * 1_000_000 - 5, MAX_TIME_MS * 1_000_000 + 5),
+    st.just(BASE_NS),
+    st.none(),
+    st.booleans(),
+    st.floats(),
+)
+
+
+def reference(event: dict[str, Any], ts_ns: Any) -> Any:
+    try:
+        return parse_trade_event(event, received_ns=ts_ns)
+    except InvalidTrade as exc:
+        return exc.reason
+
+
+@settings(max_examples=1500, deadline=None)
+@given(event=feed_like, ts_ns=record_times)
+def test_fast_trade_gives_the_reference_row_or_leaves_the_event_to_it(
+    event: dict[str, Any], ts_ns: Any
+) -> None:
+    expected = reference(event, ts_ns)  # first: it remembers the fee rates it accepted
+    row = _fast_trade(event, ts_ns)
+    if row is not None:
+        assert row == expected
+        assert [type(v) for v in row] == [type(v) for v in expected]
+    if not isinstance(expected, str):
+        assert parse_trade(event, received_ns=ts_ns) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    ms=st.integers(MIN_TIME_MS, MAX_TIME_MS),
+    ns=st.integers(MIN_TIME_MS * 1_000_000, MAX_TIME_MS * 1_000_000),
+    price=st.integers(0, 1000),
+    size=st.integers(0, 10**9),
+)
+def test_fast_trade_takes_every_trade_shaped_like_the_feed(
+    ms: int, ns: int, price: int, size: int
+) -> None:
+    event = {
+        **DOC_TRADE,
+        "price": f"{price / 1000:.3f}",
+        "size": f"{size / 100}",
+        "timestamp": str(ms),
+        "transaction_hash": "0x" + "ab" * 32,
+    }
+    expected = parse_trade_event(event, received_ns=ns)
+    assert _fast_trade(event, ns) == expected
+    assert expected is not None and expected.ts == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
+        milliseconds=ms
+    )
+
+
+@settings(max_examples=1000, deadline=None)
+@given(ms=st.integers(0, MAX_TIME_MS * 4), us=st.integers(0, MAX_TIME_MS * 4000))
+def test_cached_times_are_the_exact_sums(ms: int, us: int) -> None:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert _from_ms(ms) == epoch + timedelta(milliseconds=ms)
+    assert _from_us(us) == epoch + timedelta(microseconds=us)
+    assert _from_us(us).tzinfo is UTC and _from_ms(ms).tzinfo is UTC
+
+
+def test_every_real_trade_takes_the_fast_path() -> None:
+    taken = 0
+    for item in real_frames():
+        for event in _events_of(item["frame"]):
+            if event.get("event_type") == "last_trade_price":
+                expected = reference(event, BASE_NS)
+                if isinstance(expected, str):
+                    continue
+                assert _fast_trade(event, BASE_NS) == expected
+                taken += 1
+    assert taken >= 2  # the real frames hold two valid trades
+
+
+def _events_of(text: str) -> list[dict[str, Any]]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [item for item in items if isinstance(item, dict)]
