@@ -184,7 +184,8 @@ def parse_frame(
             except InvalidTrade as exc:
                 errors.append(ParseError(exc.reason, segment, offset, _short(event, 200)))
                 continue
-        rows.append(row)
+        if row is not None:  # always, for a trade event
+            rows.append(row)
     return rows, errors
 
 
