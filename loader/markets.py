@@ -14,8 +14,8 @@ import json
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from loader import parse
-from loader.parse import InvalidTrade
+from loader import parse, values
+from loader.values import InvalidTrade
 
 META_TYPE = "meta"
 NEW_MARKET = "new_market"
@@ -70,7 +70,7 @@ def observations(record: dict[str, Any]) -> list[MarketObservation]:
     """The market observations of one record; nothing for records that hold none or
     cannot be read (metadata is best effort: it never holds up a segment)."""
     try:
-        received = parse._received_at(record.get("ts_ns"))
+        received = values.received_at(record.get("ts_ns"))
     except InvalidTrade:
         return []
     if record["type"] == META_TYPE:
@@ -121,7 +121,7 @@ def _event(event: dict[str, Any], received: datetime) -> MarketObservation | Non
     message = event.get("event_message")
     resolved = event.get("event_type") == MARKET_RESOLVED
     try:
-        resolved_at = parse._timestamp(event.get("timestamp")) if resolved else None
+        resolved_at = values.timestamp(event.get("timestamp")) if resolved else None
     except InvalidTrade:
         resolved_at = None
     return MarketObservation(
@@ -144,7 +144,7 @@ def _event(event: dict[str, Any], received: datetime) -> MarketObservation | Non
 def _str(value: Any) -> str | None:
     if not isinstance(value, str) or not value or "\x00" in value:
         return None
-    return value if parse._encodable(value) else None
+    return value if values.encodable(value) else None
 
 
 def _strings(value: Any) -> list[str] | None:

@@ -15,17 +15,26 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 import orjson
 
-from loader.errors import LoaderError
+from loader import values
+from loader.values import (
+    KNOWN_FEES,
+    MAX_TIME_MS,
+    MIN_TIME_MS,
+    InvalidTrade,
+    from_ms,
+    from_us,
+    plain_decimal,
+    plain_id,
+)
 from wal.records import FRAME_LINE_PREFIX, count_frame_lines, count_lines
 
 PARSER_VERSION = 1
@@ -34,37 +43,11 @@ TRADE_EVENT = "last_trade_price"
 SIDES = frozenset({"BUY", "SELL"})
 CONTROL_TEXTS = frozenset({"PONG", "INVALID OPERATION", "NO NEW ASSETS"})
 
-# 2020-01-01: Polymarket's CLOB started in 2022, so anything earlier is seconds or junk.
-MIN_TIME_MS = 1_577_836_800_000
-# 2100-01-01: a larger value is micro- or nanoseconds sent where milliseconds belong.
-MAX_TIME_MS = 4_102_444_800_000
-# The longest decimal we accept; real prices, sizes and fees are under 20 characters,
-# and the bound keeps absurd values away from PostgreSQL's numeric limits.
-MAX_NUMBER_CHARS = 64
-# Ids are 66-78 characters; anything this long is not an id.
-MAX_TEXT_CHARS = 256
-# A fee rate above 100% (10,000 bps) either way is not a fee.
-MAX_ABS_FEE_BPS = Decimal(10_000)
-# Decimal places kept exactly for fee_rate_bps; more cannot be real and could exceed
-# numeric's scale limit.
-MAX_FEE_SCALE = 18
-
-# The feed sends a handful of distinct fee rates; their checked Decimals are kept by text.
-MAX_CACHED_FEES = 1024
-_FEE_BY_TEXT: dict[str, Decimal] = {}
 # Prices are a few thousand distinct texts at most (ticks of 0.001 and 0.0001).
 MAX_CACHED_PRICES = 16_384
 _PRICE_BY_TEXT: dict[str, float] = {}
-# Timestamps are built from a cached datetime per whole second plus a cached timedelta
-# (about 5x faster than datetime arithmetic per value, and exact: integers throughout).
-MAX_CACHED_SECONDS = 1 << 17
-_SECONDS: dict[int, datetime] = {}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_STEPS = tuple(timedelta(microseconds=i) for i in range(1000))  # 0-999 microseconds
-_MILLI_STEPS = tuple(timedelta(milliseconds=i) for i in range(1000))
 _new_row = tuple.__new__  # TradeRow(...) less the call of its Python-level __new__
 
-_DECIMAL_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 # The byte-level prefilter (see may_hold_trade and scan_batch). "last_trade_price"
 # followed by an (escaped) quote and a colon is a key (book events carry one), never the
@@ -78,14 +61,6 @@ _NOT_FRAME_LINE_RE = re.compile(b"\n(?!" + re.escape(FRAME_LINE_PREFIX) + b")")
 # Past this many "u" bytes that start no escape in one batch (English text), let one
 # C search find the escapes instead of looking at each "u" in Python.
 MAX_PLAIN_U = 64
-
-
-class InvalidTrade(LoaderError):
-    """A ``last_trade_price`` event that cannot be a trade; ``reason`` says why."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
 
 
 class TradeRow(NamedTuple):
@@ -140,26 +115,26 @@ def parse_trade_event(event: dict[str, Any], *, received_ns: int | None = None) 
     """
     if event.get("event_type") != TRADE_EVENT:
         return None
-    price = _number(event, "price")
+    price = values.number(event, "price")
     if not 0.0 <= price <= 1.0:
         raise InvalidTrade(f"price {price!r} is outside [0, 1]")
-    size = _number(event, "size")
+    size = values.number(event, "size")
     if size < 0.0:
         raise InvalidTrade(f"size {size!r} is negative")
     side = event.get("side")
     if not isinstance(side, str) or side not in SIDES:
-        raise InvalidTrade(f"side {_short(side)} is not BUY or SELL")
+        raise InvalidTrade(f"side {values.short(side)} is not BUY or SELL")
     return TradeRow(  # positional: measurably faster than keywords on the hot path
-        _timestamp(event.get("timestamp")),
-        _text(event, "asset_id"),
+        values.timestamp(event.get("timestamp")),
+        values.text(event, "asset_id"),
         side,
         price,
         size,
         None,
-        _text(event, "market"),
-        _fee(event.get("fee_rate_bps")),
-        _optional_text(event, "transaction_hash"),
-        None if received_ns is None else _received_at(received_ns),
+        values.text(event, "market"),
+        values.fee(event.get("fee_rate_bps")),
+        values.optional_text(event, "transaction_hash"),
+        None if received_ns is None else values.received_at(received_ns),
     )
 
 
@@ -182,7 +157,7 @@ def parse_frame(
             try:
                 row = parse_trade_event(event, received_ns=ts_ns)
             except InvalidTrade as exc:
-                errors.append(ParseError(exc.reason, segment, offset, _short(event, 200)))
+                errors.append(ParseError(exc.reason, segment, offset, values.short(event, 200)))
                 continue
         if row is not None:  # always, for a trade event
             rows.append(row)
@@ -217,13 +192,13 @@ def _fast_trade(event: dict[str, Any], received_ns: Any) -> TradeRow | None:
         return None
     price = _PRICE_BY_TEXT.get(price_text)
     if price is None:
-        price = _plain_decimal(price_text)
+        price = plain_decimal(price_text)
         if price is None or price > 1.0:
             return None
         if len(_PRICE_BY_TEXT) >= MAX_CACHED_PRICES:
             _PRICE_BY_TEXT.clear()
         _PRICE_BY_TEXT[price_text] = price
-    size = _plain_decimal(size_text)
+    size = plain_decimal(size_text)
     if size is None or not (len(stamp) <= 16 and stamp.isascii() and stamp.isdigit()):
         return None
     ms = int(stamp)
@@ -232,76 +207,34 @@ def _fast_trade(event: dict[str, Any], received_ns: Any) -> TradeRow | None:
     if (
         not MIN_TIME_MS <= ms <= MAX_TIME_MS
         or not MIN_TIME_MS * 1_000_000 <= received_ns <= MAX_TIME_MS * 1_000_000
-        or not _plain_id(token)
-        or not _plain_id(market)
-        or not (tx is None or tx == "" or _plain_id(tx))
+        or not plain_id(token)
+        or not plain_id(market)
+        or not (tx is None or tx == "" or plain_id(tx))
     ):
         return None
     fee_text = event.get("fee_rate_bps")
     if fee_text is None or fee_text == "":
-        fee = None
+        fee_rate = None
     elif type(fee_text) is str:
-        fee = _FEE_BY_TEXT.get(fee_text)
-        if fee is None:  # not seen yet: parse_trade_event checks it and remembers it
+        fee_rate = KNOWN_FEES.get(fee_text)
+        if fee_rate is None:  # not seen yet: parse_trade_event checks it and remembers it
             return None
     else:
         return None
-    second, milli = divmod(ms, 1000)
-    micros = received_ns // 1000
-    received = _SECONDS.get(micros // 1_000_000) or _second(micros // 1_000_000)
     return _new_row(
         TradeRow,
         (
-            (_SECONDS.get(second) or _second(second)) + _MILLI_STEPS[milli],
+            from_ms(ms),
             token,
             side,
             price,
             size,
             None,
             market,
-            fee,
+            fee_rate,
             tx or None,
-            received + _MILLI_STEPS[micros // 1000 % 1000] + _STEPS[micros % 1000],
+            from_us(received_ns // 1000),
         ),
-    )
-
-
-def _from_ms(ms: int) -> datetime:
-    """The UTC time ``ms`` milliseconds after the epoch (ms >= 0)."""
-    second, milli = divmod(ms, 1000)
-    return (_SECONDS.get(second) or _second(second)) + _MILLI_STEPS[milli]
-
-
-def _from_us(micros: int) -> datetime:
-    """The UTC time ``micros`` microseconds after the epoch (micros >= 0)."""
-    second = micros // 1_000_000
-    base = _SECONDS.get(second) or _second(second)
-    return base + _MILLI_STEPS[micros // 1000 % 1000] + _STEPS[micros % 1000]
-
-
-def _second(second: int) -> datetime:
-    """The UTC time of a whole second after the epoch, remembered."""
-    if len(_SECONDS) >= MAX_CACHED_SECONDS:
-        _SECONDS.clear()
-    value = _SECONDS[second] = _EPOCH + timedelta(seconds=second)
-    return value
-
-
-def _plain_decimal(text: str) -> float | None:
-    """The value of digits with at most one point in them (what _number accepts and
-    reads as the same float), else None."""
-    if len(text) <= MAX_NUMBER_CHARS and text.isascii() and text.replace(".", "", 1).isdigit():
-        return float(text)
-    return None
-
-
-def _plain_id(value: Any) -> bool:
-    """True for an id _optional_text accepts as it is: a short non-empty ASCII string."""
-    return (
-        type(value) is str
-        and 0 < len(value) <= MAX_TEXT_CHARS
-        and value.isascii()
-        and "\x00" not in value
     )
 
 
@@ -470,113 +403,8 @@ def _frame_text(record: dict[str, Any]) -> str | None:
         return None
 
 
-def _number(event: dict[str, Any], name: str) -> float:
-    value = event.get(name)
-    if isinstance(value, str):
-        if len(value) > MAX_NUMBER_CHARS or not _DECIMAL_RE.fullmatch(value):
-            raise InvalidTrade(f"{name} {_short(value)} is not a decimal number")
-        number = float(value)
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            number = float(value)
-        except OverflowError:
-            raise InvalidTrade(f"{name} is too large") from None
-    elif value is None:
-        raise InvalidTrade(f"{name} is missing")
-    else:
-        raise InvalidTrade(f"{name} {_short(value)} is not a number")
-    if not math.isfinite(number):
-        raise InvalidTrade(f"{name} {_short(value)} is not finite")
-    return number
-
-
-def _timestamp(value: Any) -> datetime:
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 16:
-        ms = int(value)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        ms = value
-    elif value is None:
-        raise InvalidTrade("timestamp is missing")
-    else:
-        raise InvalidTrade(f"timestamp {_short(value)} is not epoch milliseconds")
-    if not MIN_TIME_MS <= ms <= MAX_TIME_MS:
-        raise InvalidTrade(f"timestamp {ms} is not a plausible time in milliseconds")
-    return _from_ms(ms)
-
-
-def _received_at(ts_ns: Any) -> datetime:
-    if not isinstance(ts_ns, int) or isinstance(ts_ns, bool):
-        raise InvalidTrade(f"record ts_ns {_short(ts_ns)} is not an integer")
-    if not MIN_TIME_MS * 1_000_000 <= ts_ns <= MAX_TIME_MS * 1_000_000:
-        raise InvalidTrade(f"record ts_ns {ts_ns} is not a plausible time")
-    return _from_us(ts_ns // 1000)
-
-
-def _fee(value: Any) -> Decimal | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        cached = _FEE_BY_TEXT.get(value)
-        if cached is not None:
-            return cached
-    fee = _checked_fee(value)
-    if isinstance(value, str) and fee is not None:
-        if len(_FEE_BY_TEXT) >= MAX_CACHED_FEES:
-            _FEE_BY_TEXT.clear()
-        _FEE_BY_TEXT[value] = fee  # a Decimal is immutable: rows may share it
-    return fee
-
-
-def _checked_fee(value: Any) -> Decimal | None:
-    fee = _fee_decimal(value)
-    if (
-        fee is None
-        or not fee.is_finite()
-        or abs(fee) > MAX_ABS_FEE_BPS
-        or int(fee.as_tuple().exponent) < -MAX_FEE_SCALE
-    ):
-        raise InvalidTrade(f"fee_rate_bps {_short(value)} is not a plausible fee rate")
-    return fee
-
-
-def _fee_decimal(value: Any) -> Decimal | None:
-    if isinstance(value, str):
-        if len(value) > MAX_NUMBER_CHARS or not _DECIMAL_RE.fullmatch(value):
-            return None
-        return Decimal(value)
-    if isinstance(value, float):
-        return Decimal(repr(value))  # the shortest text of the float, as sent
-    if isinstance(value, int) and not isinstance(value, bool):
-        return Decimal(value)
-    return None
-
-
-def _text(event: dict[str, Any], name: str) -> str:
-    value = _optional_text(event, name)
-    if value is None:
-        raise InvalidTrade(f"{name} is missing or empty")
-    return value
-
-
-def _optional_text(event: dict[str, Any], name: str) -> str | None:
-    value = event.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise InvalidTrade(f"{name} {_short(value)} is not a string")
-    if len(value) > MAX_TEXT_CHARS or "\x00" in value or not (value.isascii() or _encodable(value)):
-        raise InvalidTrade(f"{name} {_short(value)} is not a plausible id")
-    return value
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate, which PostgreSQL cannot store
-        return False
-    return True
-
-
-def _short(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+# The value checks moved to loader.values; these names keep older imports working.
+_number, _timestamp, _received_at = values.number, values.timestamp, values.received_at
+_text, _optional_text, _short = values.text, values.optional_text, values.short
+_encodable, _EPOCH, _from_ms, _from_us = values.encodable, values._EPOCH, from_ms, from_us
+MAX_TEXT_CHARS = values.MAX_TEXT_CHARS

@@ -22,8 +22,6 @@ from loader.parse import (
     InvalidTrade,
     _decode_record,
     _fast_trade,
-    _from_ms,
-    _from_us,
     may_hold_trade,
     parse_frame,
     parse_trade,
@@ -507,15 +505,6 @@ def test_fast_trade_takes_every_trade_shaped_like_the_feed(
     assert expected is not None and expected.ts == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
         milliseconds=ms
     )
-
-
-@settings(max_examples=1000, deadline=None)
-@given(ms=st.integers(0, MAX_TIME_MS * 4), us=st.integers(0, MAX_TIME_MS * 4000))
-def test_cached_times_are_the_exact_sums(ms: int, us: int) -> None:
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    assert _from_ms(ms) == epoch + timedelta(milliseconds=ms)
-    assert _from_us(us) == epoch + timedelta(microseconds=us)
-    assert _from_us(us).tzinfo is UTC and _from_ms(ms).tzinfo is UTC
 
 
 def test_every_real_trade_takes_the_fast_path() -> None:
