@@ -10,14 +10,7 @@ that still answers PING), ``gamma_fail_after`` (pages served before Gamma fails)
 ``handshake_times`` (monotonic time of each handshake request, rejected ones too).
 With ``new_market_prob`` > 0, each data frame is instead, with that probability, a new
 market announced to every connection (at most ``max_new_markets`` of them).
-As a process: ``python -m tests.fakes.exchange --port P --assets N --rate R
---trade-fraction F --seed S [--record FILE [--record-received]]`` prints its URLs as
-one JSON line; the same faults are ``GET`` or ``POST /control/<name>?...`` (see
-``_control``). The record file has one JSON line per message sent,
-``{"conn", "ts_ns", "text" | "b64"}``, and with ``--record-received`` one per message
-received other than ``PING`` (the subscribes and unsubscribes),
-``{"conn", "ts_ns", "received"}``: a capture connection whose ``sent`` record has the
-same text is that fake connection.
+As a process, see tests/fakes/run.py.
 """
 
 from __future__ import annotations
@@ -33,16 +26,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from tests.fakes import http
 from tests.fakes.stream import Universe
 
 PING_TIMEOUT_S = 12.0  # reported ~10 s; a client pinging every 10 s must survive
-GAMMA_MAX_LIMIT = 100
-GAMMA_MAX_OFFSET = 10_000
 MAX_FRAME_BYTES = 64 << 20
 FLAT_OUT_POOL = 2000  # frames made once per connection when sending flat out
 
@@ -395,83 +386,14 @@ class FakeExchange:
                 return ws.respond(500, "Internal Server Error\n")
             self.gamma_fail_after -= 1
         if url.path == "/markets":
-            return self._json(ws, self._markets_offset(ws, query))
+            return http.json_response(ws, http.markets_offset(ws, self.universe, query))
         if url.path == "/markets/keyset" and self.gamma_keyset:
-            return self._json(ws, self._markets_keyset(query))
+            return http.json_response(ws, http.markets_keyset(self.universe, query))
         if url.path.startswith("/control/"):
-            return self._json(ws, self._control(url.path.removeprefix("/control/"), query))
+            return http.json_response(
+                ws, http.control(self, url.path.removeprefix("/control/"), query)
+            )
         return ws.respond(404, "Not Found\n")
-
-    @staticmethod
-    def _json(ws: ServerConnection, body: Any) -> Response:
-        if isinstance(body, Response):
-            return body
-        response = ws.respond(200, json.dumps(body))
-        headers = Headers(response.headers)
-        headers["Content-Type"] = "application/json"
-        return Response(response.status_code, response.reason_phrase, headers, response.body)
-
-    def _open_markets(self, query: dict[str, str], start: int, stop: int) -> list[dict[str, Any]]:
-        markets = self.universe.markets
-        if query.get("closed") == "false":
-            markets = [m for m in markets if not m.closed]
-        if query.get("active") == "true":
-            markets = [m for m in markets if m.active]
-        return [m.gamma() for m in markets[start:stop]]
-
-    def _markets_offset(self, ws: ServerConnection, query: dict[str, str]) -> Any:
-        offset, limit = int(query.get("offset", 0)), int(query.get("limit", 20))
-        if offset > GAMMA_MAX_OFFSET:  # as the real one: use /markets/keyset instead
-            body = json.dumps({"error": f"offset {offset} exceeds {GAMMA_MAX_OFFSET}"})
-            return ws.respond(422, body)
-        return self._open_markets(query, offset, offset + min(limit, GAMMA_MAX_LIMIT))
-
-    def _markets_keyset(self, query: dict[str, str]) -> Any:
-        start = int(query.get("after_cursor") or 0)
-        limit = min(int(query.get("limit", 20)), GAMMA_MAX_LIMIT)
-        markets = self._open_markets(query, start, start + limit + 1)  # one more: is there a next?
-        body: dict[str, Any] = {"markets": markets[:limit]}
-        if len(markets) > limit:
-            body["next_cursor"] = str(start + limit)
-        return body
-
-    def _control(self, name: str, query: dict[str, str]) -> Any:
-        """drop_all, drop_conn?conn=, stall_data?on=1|0, stall_all?on=1|0, stall_conn?conn=&on=1|0,
-        reject?status=&count=, garbage, new_market, close_market?token=,
-        resolve_market?token=, revise_market?index=, stats."""
-        on = query.get("on", "1") == "1"
-        if name == "drop_all":
-            self.drop_all()
-        elif name == "drop_conn":
-            return {"dropped": self.drop_conn(int(query["conn"]))}
-        elif name == "stall_data":
-            self.stall_data = on
-        elif name == "stall_all":
-            self.stall_all = on
-        elif name == "stall_conn":
-            conn_id = int(query["conn"])
-            self.stall_conns.add(conn_id) if on else self.stall_conns.discard(conn_id)
-        elif name == "reject":
-            self.reject(int(query.get("status", 429)), int(query.get("count", 1)))
-        elif name == "garbage":
-            asyncio.get_running_loop().create_task(self.send_garbage())
-        elif name == "new_market":
-            return {"assets_ids": self.announce_market()}
-        elif name == "close_market":
-            self.close_market(query["token"])
-        elif name == "revise_market":
-            self.universe.markets[int(query.get("index", 0))].revise()
-        elif name == "resolve_market":
-            return {"assets_ids": self.resolve_market(query["token"])}
-        elif name != "stats":
-            return {"error": f"unknown control {name}"}
-        return {
-            "ok": True,
-            "connections": len(self.conns),
-            "open": sorted(self.conns),
-            "handshakes": self.handshakes,
-            "sent": {str(k): len(v) for k, v in self.sent.items()},
-        }
 
 
 if __name__ == "__main__":

@@ -1,8 +1,14 @@
 """``python -m tests.fakes.exchange``: the fake exchange as a process of its own.
 
-Prints ``{"ws_url", "gamma_url", "port", "tokens"}`` as one JSON line on stdout, then
-serves until SIGTERM/SIGINT. Faults: ``GET``/``POST /control/<name>`` (see
-``FakeExchange._control``).
+Usage: ``python -m tests.fakes.exchange --port P --assets N --rate R --trade-fraction F
+--seed S [--record FILE [--record-received]]``. Prints ``{"ws_url", "gamma_url", "port",
+"tokens"}`` as one JSON line on stdout, then serves until SIGTERM/SIGINT. Faults:
+``GET`` or ``POST /control/<name>?...`` (``control`` in tests/fakes/http.py).
+
+The record file has one JSON line per message sent, ``{"conn", "ts_ns", "text" |
+"b64"}``, and with ``--record-received`` one per message received other than ``PING``
+(the subscribes and unsubscribes), ``{"conn", "ts_ns", "received"}``: a capture
+connection whose ``sent`` record has the same text is that fake connection.
 """
 
 from __future__ import annotations
