@@ -267,6 +267,7 @@ def _finish(
     any, and the remedy."""
     click.echo(
         f"{verb} {len(report.loaded)} segments, {report.trades} trades"
+        + (f"; book rows backfilled for {report.backfilled} segments" if report.backfilled else "")
         + (" (stopped)" if report.stopped else ""),
         err=True,
     )

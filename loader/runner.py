@@ -61,6 +61,7 @@ class RunReport:
     corrupt: list[Outcome] = field(default_factory=list)  # found corrupt by this run
     failed: list[Outcome] = field(default_factory=list)  # could not be read by this run
     trades: int = 0
+    backfilled: int = 0  # segments loaded earlier whose book rows this run added
     stopped: bool = False
     # A finished ``once`` run: every sealed segment in the WAL directory that is corrupt
     # (or unreadable) in the database, this run's and earlier ones' (status entries).
@@ -232,7 +233,7 @@ class Runner:
             self._load_one(conn, loader, name, report)
         if self.books and not self._books_backfilled and not self.stop.is_set():
             # Once per run: from here on every segment loads its book rows with its trades.
-            backfill_books(conn, loader, self.wal_dir)
+            report.backfilled += backfill_books(conn, loader, self.wal_dir)
             self._books_backfilled = True
 
     def _load_one(

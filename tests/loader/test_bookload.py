@@ -83,8 +83,9 @@ def test_books_switched_on_later_backfills_loaded_segments_exactly_once(
     run_once(db, wal_dir)
     assert sum(sum(rows.values()) for rows in db_book_rows(db).values()) == 0
     assert all(s["books_offset"] == 0 for s in segments(db).values())
-    run_once(db, wal_dir, books=True)
-    run_once(db, wal_dir, books=True)  # nothing left to backfill: nothing doubles
+    first = run_once(db, wal_dir, books=True)
+    again = run_once(db, wal_dir, books=True)  # nothing left to backfill: nothing doubles
+    assert (len(first.loaded), first.backfilled, again.backfilled) == (0, 2, 0)
     assert db_book_rows(db) == expected_book_rows(sealed(wal_dir))
     assert db_trades(db) == expected_trades(sealed(wal_dir))
     check_book_counts_match_tables(db)
