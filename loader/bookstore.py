@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.string import BytesBinaryDumper
 
 from loader.books import BookResult
 from loader.bookschema import BOOK_TABLES
@@ -185,21 +186,26 @@ def _snapshots(result: BookResult, segment_id: int, key: Any) -> Iterable[tuple[
 
 
 def _changes(result: BookResult, segment_id: int, key: Any) -> Iterable[tuple[Any, ...]]:
+    """Storage rows of the price changes (most book rows: no per-row cache of hashes, which
+    are an order's and so all distinct; one key lookup per token)."""
+    keys: dict[str, tuple[str, int]] = {}  # token id -> (market, key)
+    fromhex = bytes.fromhex
     for ts, token_id, market, side, price, size, bid, ask, hsh, received in result.changes:
-        raw, text = split_hex(hsh)
-        yield (
-            ts,
-            key(token_id, market),
-            price,
-            size,
-            bid,
-            ask,
-            received,
-            segment_id,
-            side == "BUY",
-            raw,
-            text,
-        )
+        known = keys.get(token_id)
+        if known is None or known[0] != market:
+            known = keys[token_id] = (market, key(token_id, market))
+        raw, text = None, hsh
+        if hsh is not None and not len(hsh) % 2:
+            try:
+                raw = fromhex(hsh)
+            except ValueError:
+                pass
+            else:
+                if raw.hex() == hsh:
+                    text = None
+                else:
+                    raw = None
+        yield (ts, known[1], price, size, bid, ask, received, segment_id, side == "BUY", raw, text)
 
 
 def _copy(cur: psycopg.Cursor[Any], table: str, rows: Iterable[tuple[Any, ...]]) -> None:
@@ -209,6 +215,9 @@ def _copy(cur: psycopg.Cursor[Any], table: str, rows: Iterable[tuple[Any, ...]])
     if first is None:
         return
     names = ", ".join(name for name, _ in columns)
+    # bytea by oid is psycopg's DB-API dumper (a Python call per value, as it also takes
+    # Binary objects); the bytes dumper is the same format in C.
+    cur.adapters.register_dumper(None, BytesBinaryDumper)
     with cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types([kind for _, kind in columns])
         write_row = copy.write_row
