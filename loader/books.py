@@ -121,7 +121,7 @@ def parse_book_event(
     Events of other types add nothing. Raises nothing for bad input.
     """
     kind = event.get("event_type")
-    if kind not in BOOK_EVENTS:
+    if not isinstance(kind, str) or kind not in BOOK_EVENTS:
         return []
     try:
         received = None if received_ns is None else parse._received_at(received_ns)
@@ -205,7 +205,7 @@ def scan_books(
                     continue
                 if row is not None:
                     trades.rows.append(row)
-            elif kind in BOOK_EVENTS:
+            elif isinstance(kind, str) and kind in BOOK_EVENTS:
                 add_event(event, received_ns, books, segment, offset)
         if len(trades.rows) > first:
             trades.sources.append((first, record.get("conn", -1), record.get("ts_ns", 0)))
@@ -403,7 +403,7 @@ def _change(
     entry: dict[str, Any], ts: datetime, market: str, received: datetime | None, *, quoted: bool
 ) -> ChangeRow:
     side = entry.get("side")
-    if side not in parse.SIDES:
+    if not isinstance(side, str) or side not in parse.SIDES:
         raise InvalidTrade(f"side {parse._short(side)} is not BUY or SELL")
     return ChangeRow(
         ts,
