@@ -370,13 +370,16 @@ class SegmentLoader:
         *,
         bounded: bool,
     ) -> tuple[str, tuple[int, str] | None]:
-        """As :meth:`_fill`, buffering trades and book rows and copying them in turn."""
+        """As :meth:`_fill`: price changes stream into their COPY as they are parsed; trades
+        and the other book rows are buffered and copied after it, in turn."""
         cover, gaps = coverage
         trades: list[TradeRow] = []
         buffer = BookResult()
+        changes = bookstore.ChangeStream(self.conn, segment_id, self.keys)
 
         def flush() -> None:
             nonlocal buffer
+            changes.close()
             if trades:
                 with store.trade_copy(self.conn, segment_id, self.keys) as write:
                     write(trades)
@@ -385,37 +388,40 @@ class SegmentLoader:
                 bookstore.copy_books(self.conn, segment_id, self.keys, buffer)
                 buffer = BookResult()
 
-        frames = 0
-        try:
-            for end, (result, book_result) in batches:
-                result.rows, ended = cover.feed(result)
-                gaps.extend(ended)
-                trades.extend(result.rows)
-                self._markets.extend(result.markets)
-                buffer.extend(book_result)
-                pending.add(end, result)
-                books.add(end, book_result)
-                self._log_errors(result.errors)
-                self._log_book_errors(book_result.errors)
-                frames += 1
-                if bounded and (
-                    pending.trades >= self.batch_trades
-                    or books.rows >= self.batch_book_rows
-                    or frames >= MAX_FRAMES_PER_TXN
-                    or self.stop.is_set()
-                ):
-                    flush()
-                    return "loading", None
-                if not bounded and self.stop.is_set():
-                    raise Stopped()
-                if len(trades) + buffer.rows >= self.batch_book_rows:
-                    flush()
-        except CorruptSegmentError as exc:
-            log.error("segment %s is corrupt: %s", exc.path.name, exc)
+        with changes:  # aborts the COPY on an exception
+            frames = 0
+            try:
+                for end, (result, book_result) in batches:
+                    result.rows, ended = cover.feed(result)
+                    gaps.extend(ended)
+                    trades.extend(result.rows)
+                    self._markets.extend(result.markets)
+                    pending.add(end, result)
+                    books.add(end, book_result)
+                    changes.write(book_result.changes)
+                    book_result.changes = []  # streamed
+                    buffer.extend(book_result)
+                    self._log_errors(result.errors)
+                    self._log_book_errors(book_result.errors)
+                    frames += 1
+                    if bounded and (
+                        pending.trades >= self.batch_trades
+                        or books.rows >= self.batch_book_rows
+                        or frames >= MAX_FRAMES_PER_TXN
+                        or self.stop.is_set()
+                    ):
+                        flush()
+                        return "loading", None
+                    if not bounded and self.stop.is_set():
+                        raise Stopped()
+                    if len(trades) + buffer.rows >= self.batch_book_rows:
+                        flush()
+            except CorruptSegmentError as exc:
+                log.error("segment %s is corrupt: %s", exc.path.name, exc)
+                flush()
+                return "corrupt", (exc.offset, exc.cause)
             flush()
-            return "corrupt", (exc.offset, exc.cause)
-        flush()
-        return "loaded", None
+            return "loaded", None
 
     def _log_book_errors(self, errors: list[ParseError]) -> None:
         self._logged_books = _log_invalid(errors, "book event", self._logged_books)
