@@ -273,6 +273,8 @@ _MISSING = object()
 _IDS: set[str] = set()  # token and market ids that parse._text accepted
 _SECONDS: dict[int, datetime] = {}  # epoch second -> its datetime
 _MILLIS = [timedelta(milliseconds=ms) for ms in range(1000)]
+_MICROS = [timedelta(microseconds=us) for us in range(1000)]
+_MIN_NS, _MAX_NS = parse.MIN_TIME_MS * 1_000_000, parse.MAX_TIME_MS * 1_000_000
 _BAD = object()  # a record ts_ns that parse._received_at refuses
 MAX_TEXT, NUL = parse.MAX_TEXT_CHARS, "\x00"
 
@@ -302,22 +304,31 @@ def _event_time(value: Any) -> datetime:
     if type(value) is str and len(value) == 13 and value.isascii() and value.isdigit():
         ms = int(value)
         if parse.MIN_TIME_MS <= ms <= parse.MAX_TIME_MS:
-            second = _SECONDS.get(ms // 1000)
-            if second is None:
-                if len(_SECONDS) >= MAX_CACHED_VALUES:
-                    _SECONDS.clear()
-                second = _SECONDS[ms // 1000] = parse._EPOCH + timedelta(0, ms // 1000)
-            return second + _MILLIS[ms % 1000]
+            return _second(ms // 1000) + _MILLIS[ms % 1000]
     return parse._timestamp(value)
 
 
 def _received_or_bad(received_ns: Any) -> Any:
+    """``parse._received_at(received_ns)``, None for None, _BAD where it raises; from the
+    datetime of the second (the record's receive time is a new datetime per frame)."""
+    if type(received_ns) is int and _MIN_NS <= received_ns <= _MAX_NS:
+        us = received_ns // 1000
+        return _second(us // 1_000_000) + _MILLIS[us // 1000 % 1000] + _MICROS[us % 1000]
     if received_ns is None:
         return None
     try:
         return parse._received_at(received_ns)
     except InvalidTrade:
         return _BAD
+
+
+def _second(epoch_s: int) -> datetime:
+    second = _SECONDS.get(epoch_s)
+    if second is None:
+        if len(_SECONDS) >= MAX_CACHED_VALUES:
+            _SECONDS.clear()
+        second = _SECONDS[epoch_s] = parse._EPOCH + timedelta(0, epoch_s)
+    return second
 
 
 def _add_event(

@@ -13,7 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loader import parse
-from loader.books import BookResult, ChangeRow, fast_price_changes, parse_book_event, scan_books
+from loader.books import (
+    _BAD,
+    BookResult,
+    ChangeRow,
+    _event_time,
+    _received_or_bad,
+    fast_price_changes,
+    parse_book_event,
+    scan_books,
+)
 from tests.loader.helpers import BASE_MS, BASE_NS, MARKET, real_frames
 from wal.records import encode_record, frame
 
@@ -141,3 +150,21 @@ def test_scan_books_gives_the_reference_rows_and_errors(
                 want.errors.append(parse.ParseError(reason, "s", 3, parse._short(event, 200)))
     assert _typed(books.changes) == _typed(want.changes)
     assert books.errors == want.errors
+
+
+def _reference_or_bad(convert: Any, value: Any) -> Any:
+    try:
+        return convert(value)
+    except parse.InvalidTrade:
+        return _BAD
+
+
+@given(st.one_of(st.integers(BASE_NS - 10**18, BASE_NS + 10**18), st.none(), st.booleans()))
+def test_receive_times_are_the_reference_ones(ns: int | None) -> None:
+    want = None if ns is None else _reference_or_bad(parse._received_at, ns)
+    assert _received_or_bad(ns) == want
+
+
+@given(st.one_of(st.integers(0, 10**14).map(str), _times, st.text(max_size=14)))
+def test_event_times_are_the_reference_ones(text: Any) -> None:
+    assert _reference_or_bad(_event_time, text) == _reference_or_bad(parse._timestamp, text)
