@@ -2,8 +2,9 @@
 
 Like :mod:`loader.store`, every write happens inside a transaction the caller opened:
 the book rows of some zstd frames and the segment's new ``books_offset`` commit
-together. One connection runs one COPY at a time, so the rows of a transaction are
-buffered and copied table by table after the trades' COPY, in the same transaction.
+together. One connection runs one COPY at a time: price changes (most book rows) stream
+into theirs while the next frames are parsed (:class:`ChangeStream`); the trades and the
+other book rows are buffered and copied table by table after it, in the same transaction.
 """
 
 from __future__ import annotations

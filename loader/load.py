@@ -21,7 +21,8 @@ from typing import TypeVar
 import psycopg
 
 from loader import bookstore, carry, marketstore, store
-from loader.books import BookResult, scan_books
+from loader.books import BookResult
+from loader.bookscan import scan_books
 from loader.bookstore import BookPending
 from loader.coverage import Coverage
 from loader.db import Stopped
@@ -41,8 +42,8 @@ DEFAULT_BATCH_TRADES = 20_000  # trades per transaction; see bench/loader.py
 # advances its committed offset (and a crash re-reads little).
 MAX_FRAMES_PER_TXN = 2_000
 MAX_LOGGED_ERRORS = 5  # invalid trades logged per segment; the rest are only counted
-# Book rows per transaction with --books: they are buffered until the trades' COPY is
-# done (one COPY at a time per connection); 100k rows are ~20 MB of Python objects.
+# Book rows per transaction with --books: price changes stream into their COPY, the
+# others are buffered until it is done (one COPY at a time per connection).
 DEFAULT_BATCH_BOOK_ROWS = 100_000
 
 

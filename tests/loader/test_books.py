@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loader.books import BookResult, parse_book_event, parse_books, scan_books
+from loader.books import BookResult, parse_book_event, parse_books
+from loader.bookscan import scan_books
 from loader.parse import scan_batch
 from tests.loader.bookhelpers import TABLES, events_of, expected_rows
 from tests.loader.helpers import BASE_MS, BASE_NS, real_frames, trade_event

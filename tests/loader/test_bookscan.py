@@ -1,4 +1,4 @@
-"""The price_change fast path (loader/books.py fast_price_changes) against the reference.
+"""The price_change fast path (loader/bookscan.py) against the reference (loader/books.py).
 
 For every event it accepts, it must give exactly the rows parse_book_event gives (value
 for value, type for type); for every other event it adds nothing, so the reference runs.
@@ -13,16 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loader import parse
-from loader.books import (
-    _BAD,
-    BookResult,
-    ChangeRow,
-    _event_time,
-    _received_or_bad,
-    fast_price_changes,
-    parse_book_event,
-    scan_books,
-)
+from loader.books import BookResult, ChangeRow, parse_book_event
+from loader.bookscan import _BAD, _event_time, _received_or_bad, fast_price_changes, scan_books
 from tests.loader.helpers import BASE_MS, BASE_NS, MARKET, real_frames
 from wal.records import encode_record, frame
 
