@@ -1,11 +1,11 @@
 """Scanning a zstd frame's records with ``--books``: trades and book rows, each line
 decoded once. Pure: no I/O, no clock.
 
-Price changes of the current format, most of a book-heavy feed, take a fast path
-(:func:`fast_price_changes`): each distinct value text is checked once, by the helpers of
-:mod:`loader.books`, and its value kept; anything unusual is declined and takes the
-general path (:func:`loader.books.parse_book_event`). tests/loader/test_bookscan.py holds
-the two to the same rows.
+Price changes of the current format (most of a book-heavy feed) and best bid/asks take a
+fast path (:func:`fast_price_changes`, :func:`fast_quote`): each distinct value text is
+checked once, by the helpers of :mod:`loader.books`, and its value kept; anything unusual
+is declined and takes the general path (:func:`loader.books.parse_book_event`).
+tests/loader/test_bookscan.py holds the two to the same rows.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ from typing import Any
 
 from loader import parse
 from loader.books import (
+    BEST_BID_ASK_EVENT,
     BOOK_EVENTS,
     PRICE_CHANGE_EVENT,
     BookResult,
     ChangeRow,
+    QuoteRow,
+    _optional_number,
     _price,
     _price_or_none,
     _size,
@@ -55,6 +58,9 @@ def scan_books(
             kind = event.get("event_type")
             if kind == PRICE_CHANGE_EVENT and received is not _BAD:
                 if not fast(event, received, books.changes):
+                    add(event, received_ns, books, segment, offset)
+            elif kind == BEST_BID_ASK_EVENT and received is not _BAD:
+                if not fast_quote(event, received, books.quotes):
                     add(event, received_ns, books, segment, offset)
             elif kind == parse.TRADE_EVENT:
                 try:
@@ -124,12 +130,38 @@ def fast_price_changes(
     return True
 
 
+def fast_quote(event: dict[str, Any], received: datetime | None, into: list[QuoteRow]) -> bool:
+    """Add the row of a valid ``best_bid_ask`` event, as :func:`parse_book_event` would;
+    False (nothing added) for any other event."""
+    try:
+        token, market, spread = event["asset_id"], event["market"], event["spread"]
+        if token not in _IDS:
+            _learn_id(token)
+        if market not in _IDS:
+            _learn_id(market)
+        ts = _event_time(event.get("timestamp"))
+        bid = _QUOTES.get(event["best_bid"], _MISSING)
+        if bid is _MISSING:
+            bid = _learn(_QUOTES, event["best_bid"], _price_or_none)
+        ask = _QUOTES.get(event["best_ask"], _MISSING)
+        if ask is _MISSING:
+            ask = _learn(_QUOTES, event["best_ask"], _price_or_none)
+        number = _NUMBERS.get(spread, _MISSING)
+        if number is _MISSING:
+            number = _learn(_NUMBERS, spread, _optional_number)
+    except (KeyError, TypeError, InvalidTrade):
+        return False
+    into.append(tuple.__new__(QuoteRow, (ts, token, market, bid, ask, number, received)))
+    return True
+
+
 # The fast path's checked values by text: a feed has a few hundred distinct prices and a
 # few thousand sizes; past this many the cache starts over.
 MAX_CACHED_VALUES = 1 << 14
 _PRICES: dict[str, float] = {}
 _SIZES: dict[str, float] = {}
 _QUOTES: dict[str, float | None] = {}  # best bid/ask: may be ""
+_NUMBERS: dict[str, float | None] = {}  # spreads: any finite number, or ""
 _MISSING = object()
 _IDS: set[str] = set()  # token and market ids that parse._text accepted
 _SECONDS: dict[int, datetime] = {}  # epoch second -> its datetime

@@ -13,8 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loader import parse
-from loader.books import BookResult, ChangeRow, parse_book_event
-from loader.bookscan import _BAD, _event_time, _received_or_bad, fast_price_changes, scan_books
+from loader.books import BookResult, ChangeRow, QuoteRow, parse_book_event
+from loader.bookscan import (
+    _BAD,
+    _event_time,
+    _received_or_bad,
+    fast_price_changes,
+    fast_quote,
+    scan_books,
+)
 from tests.loader.helpers import BASE_MS, BASE_NS, MARKET, real_frames
 from wal.records import encode_record, frame
 
@@ -87,13 +94,41 @@ def _events(draw: Any) -> dict[str, Any]:
     return event
 
 
+@st.composite
+def _quotes(draw: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {"event_type": "best_bid_ask"}
+    _maybe(event, draw, "asset_id", _ids, TOKEN)
+    _maybe(event, draw, "market", _ids, MARKET)
+    _maybe(event, draw, "timestamp", _times, str(BASE_MS + draw(st.integers(0, 5000))))
+    _maybe(event, draw, "best_bid", _values, draw(st.sampled_from(["0.5", "", ".1"])))
+    _maybe(event, draw, "best_ask", _values, draw(st.sampled_from(["1", "", "0.52"])))
+    _maybe(event, draw, "spread", _values, draw(st.sampled_from(["0.02", "", "-0.01", "1e-2"])))
+    return event
+
+
+@settings(max_examples=1000)
+@given(_quotes(), st.sampled_from([BASE_NS, None]))
+def test_fast_quote_row_is_the_reference_row_or_it_declines(
+    event: dict[str, Any], received_ns: int | None
+) -> None:
+    received = None if received_ns is None else parse._received_at(received_ns)
+    rows: list[QuoteRow] = []
+    accepted = fast_quote(event, received, rows)
+    want = BookResult()
+    valid = not parse_book_event(event, want, received_ns=received_ns)
+    if accepted:
+        assert valid and _typed(rows) == _typed(want.quotes)
+    else:
+        assert rows == []
+
+
 def _reference(event: dict[str, Any], received_ns: int | None) -> tuple[list[ChangeRow], bool]:
     result = BookResult()
     reasons = parse_book_event(event, result, received_ns=received_ns)
     return result.changes, not reasons
 
 
-def _typed(rows: list[ChangeRow]) -> list[list[tuple[type, Any]]]:
+def _typed(rows: list[Any]) -> list[list[tuple[type, Any]]]:
     """Rows with each value's type, so 1 and 1.0 and True differ."""
     return [[(type(v), v) for v in row] for row in rows]
 
@@ -123,11 +158,18 @@ def test_fast_path_takes_the_canonical_events_of_real_frames() -> None:
                 assert fast_price_changes(event, parse._received_at(BASE_NS), rows)
                 assert _typed(rows) == _typed(_reference(event, BASE_NS)[0])
                 taken += 1
-    assert taken >= 2
+            elif event.get("event_type") == "best_bid_ask":
+                quotes: list[QuoteRow] = []
+                assert fast_quote(event, parse._received_at(BASE_NS), quotes)
+                want = BookResult()
+                assert not parse_book_event(event, want, received_ns=BASE_NS)
+                assert _typed(quotes) == _typed(want.quotes)
+                taken += 1
+    assert taken >= 3
 
 
 @settings(max_examples=300)
-@given(st.lists(_events(), min_size=1, max_size=6), st.integers(0, 2))
+@given(st.lists(_events() | _quotes(), min_size=1, max_size=6), st.integers(0, 2))
 def test_scan_books_gives_the_reference_rows_and_errors(
     events: list[dict[str, Any]], arrays: int
 ) -> None:
@@ -141,6 +183,7 @@ def test_scan_books_gives_the_reference_rows_and_errors(
             for reason in parse_book_event(event, want, received_ns=BASE_NS + i):
                 want.errors.append(parse.ParseError(reason, "s", 3, parse._short(event, 200)))
     assert _typed(books.changes) == _typed(want.changes)
+    assert _typed(books.quotes) == _typed(want.quotes)
     assert books.errors == want.errors
 
 
