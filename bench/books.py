@@ -5,7 +5,10 @@ book-heavy mix (the fake exchange's stream with 1% trades) against a bare binary
 the same price-change rows (parsed beforehand, into an unindexed table of the same
 storage columns); a trades-only load with the book code present and ``--books`` off
 against the same load with the only code it added to the trades path (the market
-metadata scan) stubbed out; bytes per stored price-change row.
+metadata scan) stubbed out; bytes per stored price-change row. Then on the TimescaleDB
+test server (PGlite, scripts/tsdbserver.py): the same mix loaded with ``--books`` into
+hypertables, bytes per price-change row before and after compressing its chunks; each
+figure also as bytes per day at FEED_ROWS_PER_S.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from unittest import mock
 
 import psycopg
 
-from bench.loader import load, trade_wal, write_wal
+from bench.loader import fresh, load, trade_wal, write_wal
 from loader import load as load_module
 from loader.books import BookResult
 from loader.bookstore import _COLUMNS, _changes
@@ -28,7 +31,8 @@ from loader.keys import token_key
 from loader.load import CURRENT_PARSER, read_book_batches
 from loader.runner import Runner
 from loader.schema import init_db
-from scripts import pgserver
+from loader.timescale import Mode
+from scripts import pgserver, tsdbserver
 from tests.fakes.stream import Universe
 
 BOOK_FRAMES = 200_000
@@ -84,6 +88,50 @@ def bare_changes_rate(dsn: str, wal_dir: Path) -> float:
     return len(rows) / elapsed
 
 
+def tsdb_change_bytes(book_dir: Path) -> dict[str, Any]:
+    """Bytes per price-change row in a hypertable, uncompressed and compressed."""
+    datadir = Path(tempfile.mkdtemp(prefix="bench-books-tsdb-"))
+    try:
+        dsn = tsdbserver.start(datadir)
+        fresh(dsn, Mode.REQUIRE)
+        _rate, changes = books_load(dsn, book_dir)
+        uncompressed = _hypertable_bytes(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT compress_chunk(c, true) FROM show_chunks('price_change_rows') c")
+            conn.execute("VACUUM price_change_rows")
+            row = conn.execute(
+                "SELECT count(*), count(DISTINCT token) FROM price_change_rows"
+            ).fetchone()
+        compressed = _hypertable_bytes(dsn)
+    finally:
+        tsdbserver.destroy(datadir)
+    assert row is not None and row[0] == changes
+    per_row, per_row_compressed = uncompressed / changes, compressed / changes
+    print(
+        f"books on timescaledb: {per_row:.0f} B/price-change row, {per_row_compressed:.1f} "
+        f"compressed ({uncompressed / compressed:.1f}x)",
+        file=sys.stderr,
+    )
+    return {
+        "server": "PGlite (PostgreSQL 17 in WASM) with TimescaleDB (TSL), scripts/tsdbserver.py",
+        "price_change_rows": changes,
+        "tokens": int(row[1]),
+        "compression": "segmentby token, orderby ts DESC (loader/bookhypertables.py)",
+        "bytes_per_price_change_row_uncompressed": round(per_row, 1),
+        "bytes_per_price_change_row_compressed": round(per_row_compressed, 1),
+        "compression_ratio": round(uncompressed / compressed, 2),
+        "bytes_per_day_uncompressed": round(per_row * FEED_ROWS_PER_S * 86_400),
+        "bytes_per_day_compressed": round(per_row_compressed * FEED_ROWS_PER_S * 86_400),
+    }
+
+
+def _hypertable_bytes(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT hypertable_size('price_change_rows')").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def books_section(work: Path, frames: int = BOOK_FRAMES, trades: int = 300_000) -> dict[str, Any]:
     book_dir, trades_dir = work / "books", work / "books-trades"
     write_wal(book_dir, book_texts(frames))
@@ -111,6 +159,7 @@ def books_section(work: Path, frames: int = BOOK_FRAMES, trades: int = 300_000) 
             trades_stub, _ = load(dsn, trades_dir)
     finally:
         pgserver.destroy(datadir)
+    timescaledb = tsdb_change_bytes(book_dir)
     per_row = size / changes
     print(
         f"books: {rate:,.0f} price-change rows/s vs bare COPY {bare:,.0f}/s "
@@ -136,4 +185,5 @@ def books_section(work: Path, frames: int = BOOK_FRAMES, trades: int = 300_000) 
         "bytes_per_price_change_row": round(per_row, 1),
         "feed_price_change_rows_per_s": FEED_ROWS_PER_S,
         "bytes_per_day_uncompressed": round(per_row * FEED_ROWS_PER_S * 86_400),
+        "timescaledb": timescaledb,
     }

@@ -1,8 +1,8 @@
 """Order-book parsing: WAL lines in, book rows (and the trades) out. Pure: no I/O, no clock.
 
-With ``--books`` the loader reads every event of every frame, not only trades, so
-:func:`scan_books` decodes each line once and hands each event to the trade parser and
-to :func:`parse_book_event`. Book events are ``book`` (a snapshot), ``price_change``
+With ``--books`` the loader reads every event of every frame, not only trades
+(:mod:`loader.bookscan` decodes each line once and hands each event to the trade parser
+and to :func:`parse_book_event`). Book events are ``book`` (a snapshot), ``price_change``
 (absolute sizes per level; the format since 2025-09 has ``price_changes`` entries with
 their own ``asset_id`` and best bid/ask, the older one a top-level ``asset_id`` with
 ``changes``, or a single change in the event itself), ``best_bid_ask`` and
@@ -13,13 +13,12 @@ other entries still load), counted and logged like an invalid trade.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from loader import parse
-from loader.parse import BatchResult, InvalidTrade, ParseError
+from loader.parse import InvalidTrade, ParseError
 
 BOOK_EVENT = "book"
 PRICE_CHANGE_EVENT = "price_change"
@@ -121,7 +120,7 @@ def parse_book_event(
     Events of other types add nothing. Raises nothing for bad input.
     """
     kind = event.get("event_type")
-    if kind not in BOOK_EVENTS:
+    if not isinstance(kind, str) or kind not in BOOK_EVENTS:
         return []
     try:
         received = None if received_ns is None else parse._received_at(received_ns)
@@ -163,55 +162,14 @@ def parse_books(record: dict[str, Any], *, segment: str = "", offset: int = 0) -
     """The book rows in one ``frame`` record."""
     result = BookResult()
     for event in parse._events(record):
-        _add_event(event, record.get("ts_ns"), result, segment, offset)
+        add_event(event, record.get("ts_ns"), result, segment, offset)
     return result
 
 
-def scan_books(
-    batch: bytes | Sequence[bytes], *, segment: str = "", offset: int = 0
-) -> tuple[BatchResult, BookResult]:
-    """Parse one zstd frame's records into trades and book rows, decoding each line once.
-
-    The trades, errors and counts are those :func:`loader.parse.scan_batch` gives for the
-    same bytes. Raises ValueError on a line that is no record.
-    """
-    data = batch if isinstance(batch, bytes) else b"".join(line + b"\n" for line in batch)
-    if data and not data.endswith(b"\n"):
-        raise ValueError("a batch is whole lines, each ending in a newline")
-    trades, books = BatchResult(), BookResult()
-    parse_trade, add_event = parse.parse_trade_event, _add_event
-    for line in data.split(b"\n")[:-1] if data else []:
-        trades.records += 1
-        record = parse._decode_record(line)
-        if record["type"] != "frame":
-            trades.others.append((len(trades.rows), record))  # for coverage, as scan_batch
-            continue
-        trades.frames += 1
-        received_ns = record.get("ts_ns")
-        first = len(trades.rows)
-        for event in parse._events(record):
-            kind = event.get("event_type")
-            if kind == parse.TRADE_EVENT:
-                try:
-                    row = parse_trade(event, received_ns=received_ns)
-                except InvalidTrade as exc:
-                    trades.errors.append(
-                        ParseError(exc.reason, segment, offset, parse._short(event, 200))
-                    )
-                    continue
-                if row is not None:
-                    trades.rows.append(row)
-            elif kind in BOOK_EVENTS:
-                add_event(event, received_ns, books, segment, offset)
-        if len(trades.rows) > first:
-            trades.sources.append((first, record.get("conn", -1), record.get("ts_ns", 0)))
-    trades.last_frame_ns = parse._last_frame_ns(data)
-    return trades, books
-
-
-def _add_event(
+def add_event(
     event: dict[str, Any], received_ns: Any, into: BookResult, segment: str, offset: int
 ) -> None:
+    """Add the rows of one event to ``into``, and a ParseError per refused entry."""
     for reason in parse_book_event(event, into, received_ns=received_ns):
         into.errors.append(ParseError(reason, segment, offset, parse._short(event, 200)))
 
@@ -292,7 +250,7 @@ def _change(
     entry: dict[str, Any], ts: datetime, market: str, received: datetime | None, *, quoted: bool
 ) -> ChangeRow:
     side = entry.get("side")
-    if side not in parse.SIDES:
+    if not isinstance(side, str) or side not in parse.SIDES:
         raise InvalidTrade(f"side {parse._short(side)} is not BUY or SELL")
     return ChangeRow(
         ts,

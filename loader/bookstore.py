@@ -2,13 +2,15 @@
 
 Like :mod:`loader.store`, every write happens inside a transaction the caller opened:
 the book rows of some zstd frames and the segment's new ``books_offset`` commit
-together. One connection runs one COPY at a time, so the rows of a transaction are
-buffered and copied table by table after the trades' COPY, in the same transaction.
+together. One connection runs one COPY at a time: price changes (most book rows) stream
+into theirs while the next frames are parsed (:class:`ChangeStream`); the trades and the
+other book rows are buffered and copied table by table after it, in the same transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -16,8 +18,9 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.string import BytesBinaryDumper
 
-from loader.books import BookResult
+from loader.books import BookResult, ChangeRow
 from loader.bookschema import BOOK_TABLES
 from loader.keys import token_key
 from loader.store import _DECOMPRESS_LIMIT, KeyBook, write_token_keys
@@ -167,6 +170,62 @@ def copy_books(
             pending.update(fresh)
 
 
+class ChangeStream:
+    """A COPY into price_change_rows held open across zstd frames, so the server inserts
+    the rows of one frame while the next is parsed (price changes are most book rows; the
+    others are buffered for :func:`copy_books`). New token keys follow at :meth:`close`.
+    An exception inside ``with`` aborts the COPY, and so the transaction."""
+
+    def __init__(self, conn: psycopg.Connection, segment_id: int, keys: KeyBook) -> None:
+        self._conn, self._segment_id, self._keys = conn, segment_id, keys
+        self._stack = ExitStack()
+        self._cur: psycopg.Cursor[Any] | None = None
+        self._write: Any = None
+        self._tokens: dict[str, tuple[str, int]] = {}  # token id -> (market, key)
+        self._fresh: dict[tuple[str, str], int] = {}
+
+    def write(self, changes: list[ChangeRow]) -> None:
+        if not changes:
+            return
+        if self._write is None:
+            self._open()
+        write_row = self._write
+        for row in _change_rows(changes, self._segment_id, self._key, self._tokens):
+            write_row(row)
+
+    def close(self) -> None:
+        """End the COPY (if one is open) and write the new token keys after it."""
+        if self._cur is None:
+            return
+        cur, self._cur, self._write = self._cur, None, None
+        self._stack.close()
+        if self._fresh:
+            write_token_keys(cur, self._fresh)
+            self._keys.pending.update(self._fresh)
+            self._fresh = {}
+        cur.close()
+
+    def __enter__(self) -> ChangeStream:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if exc_info[0] is None:
+            self.close()
+        else:
+            self._cur, self._write = None, None
+            self._stack.__exit__(*exc_info)
+
+    def _open(self) -> None:
+        self._cur = self._conn.cursor()
+        self._write = self._stack.enter_context(_table_copy(self._cur, "price_change_rows"))
+
+    def _key(self, token_id: str, market: str) -> int:
+        k = token_key(token_id, market)
+        if k not in self._keys.known and (token_id, market) not in self._keys.pending:
+            self._fresh[(token_id, market)] = k
+        return k
+
+
 def _snapshots(result: BookResult, segment_id: int, key: Any) -> Iterable[tuple[Any, ...]]:
     for r in result.snapshots:
         raw, text = split_hex(r.hash)
@@ -185,36 +244,55 @@ def _snapshots(result: BookResult, segment_id: int, key: Any) -> Iterable[tuple[
 
 
 def _changes(result: BookResult, segment_id: int, key: Any) -> Iterable[tuple[Any, ...]]:
-    for ts, token_id, market, side, price, size, bid, ask, hsh, received in result.changes:
-        raw, text = split_hex(hsh)
-        yield (
-            ts,
-            key(token_id, market),
-            price,
-            size,
-            bid,
-            ask,
-            received,
-            segment_id,
-            side == "BUY",
-            raw,
-            text,
-        )
+    return _change_rows(result.changes, segment_id, key, {})
+
+
+def _change_rows(
+    changes: list[ChangeRow], segment_id: int, key: Any, keys: dict[str, tuple[str, int]]
+) -> Iterable[tuple[Any, ...]]:
+    """Storage rows of price changes (most book rows: no per-row cache of hashes, which
+    are an order's and so all distinct; ``keys`` holds each token's (market, key))."""
+    fromhex = bytes.fromhex
+    for ts, token_id, market, side, price, size, bid, ask, hsh, received in changes:
+        known = keys.get(token_id)
+        if known is None or known[0] != market:
+            known = keys[token_id] = (market, key(token_id, market))
+        raw, text = None, hsh
+        if hsh is not None and not len(hsh) % 2:
+            try:
+                raw = fromhex(hsh)
+            except ValueError:
+                pass
+            else:
+                if raw.hex() == hsh:
+                    text = None
+                else:
+                    raw = None
+        yield (ts, known[1], price, size, bid, ask, received, segment_id, side == "BUY", raw, text)
 
 
 def _copy(cur: psycopg.Cursor[Any], table: str, rows: Iterable[tuple[Any, ...]]) -> None:
-    columns = _COLUMNS[table]
     iterator = iter(rows)
     first = next(iterator, None)
     if first is None:
         return
-    names = ", ".join(name for name, _ in columns)
-    with cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types([kind for _, kind in columns])
-        write_row = copy.write_row
+    with _table_copy(cur, table) as write_row:
         write_row(first)
         for row in iterator:
             write_row(row)
+
+
+@contextmanager
+def _table_copy(cur: psycopg.Cursor[Any], table: str) -> Iterator[Callable[[Any], None]]:
+    """A binary COPY into ``table``; yields its ``write_row``."""
+    columns = _COLUMNS[table]
+    names = ", ".join(name for name, _ in columns)
+    # bytea by oid is psycopg's DB-API dumper (a Python call per value, as it also takes
+    # Binary objects); the bytes dumper is the same format in C.
+    cur.adapters.register_dumper(None, BytesBinaryDumper)
+    with cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types([kind for _, kind in columns])
+        yield copy.write_row
 
 
 def record_books(conn: psycopg.Connection, segment_id: int, pending: BookPending) -> None:

@@ -21,7 +21,8 @@ from typing import TypeVar
 import psycopg
 
 from loader import bookstore, carry, marketstore, store
-from loader.books import BookResult, scan_books
+from loader.books import BookResult
+from loader.bookscan import scan_books
 from loader.bookstore import BookPending
 from loader.coverage import Coverage
 from loader.db import Stopped
@@ -41,8 +42,8 @@ DEFAULT_BATCH_TRADES = 20_000  # trades per transaction; see bench/loader.py
 # advances its committed offset (and a crash re-reads little).
 MAX_FRAMES_PER_TXN = 2_000
 MAX_LOGGED_ERRORS = 5  # invalid trades logged per segment; the rest are only counted
-# Book rows per transaction with --books: they are buffered until the trades' COPY is
-# done (one COPY at a time per connection); 100k rows are ~20 MB of Python objects.
+# Book rows per transaction with --books: price changes stream into their COPY, the
+# others are buffered until it is done (one COPY at a time per connection).
 DEFAULT_BATCH_BOOK_ROWS = 100_000
 
 
@@ -370,13 +371,16 @@ class SegmentLoader:
         *,
         bounded: bool,
     ) -> tuple[str, tuple[int, str] | None]:
-        """As :meth:`_fill`, buffering trades and book rows and copying them in turn."""
+        """As :meth:`_fill`: price changes stream into their COPY as they are parsed; trades
+        and the other book rows are buffered and copied after it, in turn."""
         cover, gaps = coverage
         trades: list[TradeRow] = []
         buffer = BookResult()
+        changes = bookstore.ChangeStream(self.conn, segment_id, self.keys)
 
         def flush() -> None:
             nonlocal buffer
+            changes.close()
             if trades:
                 with store.trade_copy(self.conn, segment_id, self.keys) as write:
                     write(trades)
@@ -385,37 +389,40 @@ class SegmentLoader:
                 bookstore.copy_books(self.conn, segment_id, self.keys, buffer)
                 buffer = BookResult()
 
-        frames = 0
-        try:
-            for end, (result, book_result) in batches:
-                result.rows, ended = cover.feed(result)
-                gaps.extend(ended)
-                trades.extend(result.rows)
-                self._markets.extend(result.markets)
-                buffer.extend(book_result)
-                pending.add(end, result)
-                books.add(end, book_result)
-                self._log_errors(result.errors)
-                self._log_book_errors(book_result.errors)
-                frames += 1
-                if bounded and (
-                    pending.trades >= self.batch_trades
-                    or books.rows >= self.batch_book_rows
-                    or frames >= MAX_FRAMES_PER_TXN
-                    or self.stop.is_set()
-                ):
-                    flush()
-                    return "loading", None
-                if not bounded and self.stop.is_set():
-                    raise Stopped()
-                if len(trades) + buffer.rows >= self.batch_book_rows:
-                    flush()
-        except CorruptSegmentError as exc:
-            log.error("segment %s is corrupt: %s", exc.path.name, exc)
+        with changes:  # aborts the COPY on an exception
+            frames = 0
+            try:
+                for end, (result, book_result) in batches:
+                    result.rows, ended = cover.feed(result)
+                    gaps.extend(ended)
+                    trades.extend(result.rows)
+                    self._markets.extend(result.markets)
+                    pending.add(end, result)
+                    books.add(end, book_result)
+                    changes.write(book_result.changes)
+                    book_result.changes = []  # streamed
+                    buffer.extend(book_result)
+                    self._log_errors(result.errors)
+                    self._log_book_errors(book_result.errors)
+                    frames += 1
+                    if bounded and (
+                        pending.trades >= self.batch_trades
+                        or books.rows >= self.batch_book_rows
+                        or frames >= MAX_FRAMES_PER_TXN
+                        or self.stop.is_set()
+                    ):
+                        flush()
+                        return "loading", None
+                    if not bounded and self.stop.is_set():
+                        raise Stopped()
+                    if len(trades) + buffer.rows >= self.batch_book_rows:
+                        flush()
+            except CorruptSegmentError as exc:
+                log.error("segment %s is corrupt: %s", exc.path.name, exc)
+                flush()
+                return "corrupt", (exc.offset, exc.cause)
             flush()
-            return "corrupt", (exc.offset, exc.cause)
-        flush()
-        return "loaded", None
+            return "loaded", None
 
     def _log_book_errors(self, errors: list[ParseError]) -> None:
         self._logged_books = _log_invalid(errors, "book event", self._logged_books)

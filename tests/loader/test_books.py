@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loader.books import BookResult, parse_book_event, parse_books, scan_books
+from loader.books import BookResult, parse_book_event, parse_books
+from loader.bookscan import scan_books
 from loader.parse import scan_batch
 from tests.loader.bookhelpers import TABLES, events_of, expected_rows
 from tests.loader.helpers import BASE_MS, BASE_NS, real_frames, trade_event
@@ -217,3 +218,27 @@ def test_scan_books_gives_the_same_trades_and_counts_as_scan_batch() -> None:
 def test_scan_books_never_raises_on_frame_text(texts: list[str]) -> None:
     trades, _books = scan_books(_batch(texts))
     assert trades.frames == len(texts)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=6,
+)
+_book_keys = st.sampled_from(
+    ["event_type", "price_changes", "changes", "bids", "asks", "side", "price", "asset_id"]
+)
+
+
+@given(
+    st.lists(
+        st.dictionaries(
+            _book_keys,
+            _json | st.sampled_from(["price_change", "book", "best_bid_ask", "tick_size_change"]),
+        ),
+        max_size=4,
+    )
+)
+def test_scan_books_never_raises_on_odd_json_values(events: list[dict[str, Any]]) -> None:
+    trades, _books = scan_books(_batch([json.dumps(event) for event in events]))
+    assert trades.frames == len(events)
