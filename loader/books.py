@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from loader import parse
-from loader.parse import InvalidTrade, ParseError
+from loader import parse, values
+from loader.parse import ParseError
+from loader.values import InvalidTrade
 
 BOOK_EVENT = "book"
 PRICE_CHANGE_EVENT = "price_change"
@@ -123,8 +124,8 @@ def parse_book_event(
     if not isinstance(kind, str) or kind not in BOOK_EVENTS:
         return []
     try:
-        received = None if received_ns is None else parse._received_at(received_ns)
-        ts = parse._timestamp(event.get("timestamp"))
+        received = None if received_ns is None else values.received_at(received_ns)
+        ts = values.timestamp(event.get("timestamp"))
         if kind == PRICE_CHANGE_EVENT:
             return _price_changes(event, ts, received, into.changes)
         token, market = _ids(event)
@@ -171,11 +172,11 @@ def add_event(
 ) -> None:
     """Add the rows of one event to ``into``, and a ParseError per refused entry."""
     for reason in parse_book_event(event, into, received_ns=received_ns):
-        into.errors.append(ParseError(reason, segment, offset, parse._short(event, 200)))
+        into.errors.append(ParseError(reason, segment, offset, values.short(event, 200)))
 
 
 def _ids(event: dict[str, Any]) -> tuple[str, str]:
-    return parse._text(event, "asset_id"), parse._text(event, "market")
+    return values.text(event, "asset_id"), values.text(event, "market")
 
 
 def _snapshot(
@@ -193,7 +194,7 @@ def _snapshot(
         [s for _, s in bids],
         [p for p, _ in asks],
         [s for _, s in asks],
-        parse._optional_text(event, "hash"),
+        values.optional_text(event, "hash"),
         received,
     )
 
@@ -216,10 +217,10 @@ def _price_changes(
     event: dict[str, Any], ts: datetime, received: datetime | None, into: list[ChangeRow]
 ) -> list[str]:
     """Rows of either price_change format; one reason per entry that was refused."""
-    market = parse._text(event, "market")
+    market = values.text(event, "market")
     entries = event.get("price_changes")
     if entries is None and "changes" in event:
-        token = parse._text(event, "asset_id")
+        token = values.text(event, "asset_id")
         entries = [dict(change, asset_id=token, hash=event.get("hash")) for change in _list(event)]
         quoted = False
     elif entries is None and "asset_id" in event:
@@ -251,23 +252,23 @@ def _change(
 ) -> ChangeRow:
     side = entry.get("side")
     if not isinstance(side, str) or side not in parse.SIDES:
-        raise InvalidTrade(f"side {parse._short(side)} is not BUY or SELL")
+        raise InvalidTrade(f"side {values.short(side)} is not BUY or SELL")
     return ChangeRow(
         ts,
-        parse._text(entry, "asset_id"),
+        values.text(entry, "asset_id"),
         market,
         side,
         _price(entry, "price"),
         _size(entry, "size"),
         _price_or_none(entry, "best_bid") if quoted else None,
         _price_or_none(entry, "best_ask") if quoted else None,
-        parse._optional_text(entry, "hash"),
+        values.optional_text(entry, "hash"),
         received,
     )
 
 
 def _price(event: dict[str, Any], name: str) -> float:
-    price = parse._number(event, name)
+    price = values.number(event, name)
     if not 0.0 <= price <= 1.0:
         raise InvalidTrade(f"{name} {price!r} is outside [0, 1]")
     return price
@@ -280,14 +281,14 @@ def _price_or_none(event: dict[str, Any], name: str) -> float | None:
 
 
 def _size(event: dict[str, Any], name: str) -> float:
-    size = parse._number(event, name)
+    size = values.number(event, name)
     if size < 0.0:
         raise InvalidTrade(f"{name} {size!r} is negative")
     return size
 
 
 def _positive(event: dict[str, Any], name: str) -> float:
-    value = parse._number(event, name)
+    value = values.number(event, name)
     if value <= 0.0:
         raise InvalidTrade(f"{name} {value!r} is not positive")
     return value
@@ -296,4 +297,4 @@ def _positive(event: dict[str, Any], name: str) -> float:
 def _optional_number(event: dict[str, Any], name: str) -> float | None:
     if event.get(name) in (None, ""):
         return None
-    return parse._number(event, name)
+    return values.number(event, name)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from loader import parse
+from loader import parse, values
 from loader.books import (
     BEST_BID_ASK_EVENT,
     BOOK_EVENTS,
@@ -28,7 +28,8 @@ from loader.books import (
     _size,
     add_event,
 )
-from loader.parse import BatchResult, InvalidTrade, ParseError
+from loader.parse import BatchResult, ParseError
+from loader.values import InvalidTrade
 
 
 def scan_books(
@@ -43,7 +44,7 @@ def scan_books(
     if data and not data.endswith(b"\n"):
         raise ValueError("a batch is whole lines, each ending in a newline")
     trades, books = BatchResult(), BookResult()
-    parse_trade, add, fast = parse.parse_trade_event, add_event, fast_price_changes
+    parse_trade, add, fast = parse.parse_trade, add_event, fast_price_changes
     for line in data.split(b"\n")[:-1] if data else []:
         trades.records += 1
         record = parse._decode_record(line)
@@ -67,7 +68,7 @@ def scan_books(
                     row = parse_trade(event, received_ns=received_ns)
                 except InvalidTrade as exc:
                     trades.errors.append(
-                        ParseError(exc.reason, segment, offset, parse._short(event, 200))
+                        ParseError(exc.reason, segment, offset, values.short(event, 200))
                     )
                     continue
                 if row is not None:
@@ -108,8 +109,8 @@ def fast_price_changes(
                 return False
             if hsh is not None and not (
                 type(hsh) is str and 0 < len(hsh) <= MAX_TEXT and hsh.isascii() and NUL not in hsh
-            ):  # not a text parse._optional_text gives back as it is: ask it
-                hsh = parse._optional_text(entry, "hash")
+            ):  # not a text values.optional_text gives back as it is: ask it
+                hsh = values.optional_text(entry, "hash")
             price = prices.get(entry["price"])
             if price is None:
                 price = _learn(prices, entry["price"], _price)
@@ -163,13 +164,13 @@ _SIZES: dict[str, float] = {}
 _QUOTES: dict[str, float | None] = {}  # best bid/ask: may be ""
 _NUMBERS: dict[str, float | None] = {}  # spreads: any finite number, or ""
 _MISSING = object()
-_IDS: set[str] = set()  # token and market ids that parse._text accepted
+_IDS: set[str] = set()  # token and market ids that values.text accepted
 _SECONDS: dict[int, datetime] = {}  # epoch second -> its datetime
 _MILLIS = [timedelta(milliseconds=ms) for ms in range(1000)]
 _MICROS = [timedelta(microseconds=us) for us in range(1000)]
-_MIN_NS, _MAX_NS = parse.MIN_TIME_MS * 1_000_000, parse.MAX_TIME_MS * 1_000_000
-_BAD = object()  # a record ts_ns that parse._received_at refuses
-MAX_TEXT, NUL = parse.MAX_TEXT_CHARS, "\x00"
+_MIN_NS, _MAX_NS = values.MIN_TIME_MS * 1_000_000, values.MAX_TIME_MS * 1_000_000
+_BAD = object()  # a record ts_ns that values.received_at refuses
+MAX_TEXT, NUL = values.MAX_TEXT_CHARS, "\x00"
 
 
 def _learn(cache: dict[str, Any], value: Any, check: Any) -> Any:
@@ -189,20 +190,20 @@ def _learn_id(value: Any) -> None:
         raise TypeError("only texts are cached")
     if len(_IDS) >= MAX_CACHED_VALUES:
         _IDS.clear()
-    _IDS.add(parse._text({"v": value}, "v"))
+    _IDS.add(values.text({"v": value}, "v"))
 
 
 def _event_time(value: Any) -> datetime:
-    """``parse._timestamp(value)``; for 13 ASCII digits, from the datetime of its second."""
+    """``values.timestamp(value)``; for 13 ASCII digits, from the datetime of its second."""
     if type(value) is str and len(value) == 13 and value.isascii() and value.isdigit():
         ms = int(value)
-        if parse.MIN_TIME_MS <= ms <= parse.MAX_TIME_MS:
+        if values.MIN_TIME_MS <= ms <= values.MAX_TIME_MS:
             return _second(ms // 1000) + _MILLIS[ms % 1000]
-    return parse._timestamp(value)
+    return values.timestamp(value)
 
 
 def _received_or_bad(received_ns: Any) -> Any:
-    """``parse._received_at(received_ns)``, None for None, _BAD where it raises; from the
+    """``values.received_at(received_ns)``, None for None, _BAD where it raises; from the
     datetime of the second (the record's receive time is a new datetime per frame)."""
     if type(received_ns) is int and _MIN_NS <= received_ns <= _MAX_NS:
         us = received_ns // 1000
@@ -210,7 +211,7 @@ def _received_or_bad(received_ns: Any) -> Any:
     if received_ns is None:
         return None
     try:
-        return parse._received_at(received_ns)
+        return values.received_at(received_ns)
     except InvalidTrade:
         return _BAD
 
@@ -220,5 +221,5 @@ def _second(epoch_s: int) -> datetime:
     if second is None:
         if len(_SECONDS) >= MAX_CACHED_VALUES:
             _SECONDS.clear()
-        second = _SECONDS[epoch_s] = parse._EPOCH + timedelta(0, epoch_s)
+        second = _SECONDS[epoch_s] = values._EPOCH + timedelta(0, epoch_s)
     return second

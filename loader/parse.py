@@ -401,10 +401,3 @@ def _frame_text(record: dict[str, Any]) -> str | None:
         return base64.b64decode(b64, validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
         return None
-
-
-# The value checks moved to loader.values; these names keep older imports working.
-_number, _timestamp, _received_at = values.number, values.timestamp, values.received_at
-_text, _optional_text, _short = values.text, values.optional_text, values.short
-_encodable, _EPOCH, _from_ms, _from_us = values.encodable, values._EPOCH, from_ms, from_us
-MAX_TEXT_CHARS = values.MAX_TEXT_CHARS

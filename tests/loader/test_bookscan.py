@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loader import parse
+from loader import parse, values
 from loader.books import BookResult, ChangeRow, QuoteRow, parse_book_event
 from loader.bookscan import (
     _BAD,
@@ -111,7 +111,7 @@ def _quotes(draw: Any) -> dict[str, Any]:
 def test_fast_quote_row_is_the_reference_row_or_it_declines(
     event: dict[str, Any], received_ns: int | None
 ) -> None:
-    received = None if received_ns is None else parse._received_at(received_ns)
+    received = None if received_ns is None else values.received_at(received_ns)
     rows: list[QuoteRow] = []
     accepted = fast_quote(event, received, rows)
     want = BookResult()
@@ -138,7 +138,7 @@ def _typed(rows: list[Any]) -> list[list[tuple[type, Any]]]:
 def test_fast_path_rows_are_the_reference_rows_or_it_declines(
     event: dict[str, Any], received_ns: int | None
 ) -> None:
-    received = None if received_ns is None else parse._received_at(received_ns)
+    received = None if received_ns is None else values.received_at(received_ns)
     rows: list[ChangeRow] = []
     accepted = fast_price_changes(event, received, rows)
     want, valid = _reference(event, received_ns)
@@ -155,12 +155,12 @@ def test_fast_path_takes_the_canonical_events_of_real_frames() -> None:
         for event in value if isinstance(value, list) else [value]:
             if event.get("event_type") == "price_change" and "price_changes" in event:
                 rows: list[ChangeRow] = []
-                assert fast_price_changes(event, parse._received_at(BASE_NS), rows)
+                assert fast_price_changes(event, values.received_at(BASE_NS), rows)
                 assert _typed(rows) == _typed(_reference(event, BASE_NS)[0])
                 taken += 1
             elif event.get("event_type") == "best_bid_ask":
                 quotes: list[QuoteRow] = []
-                assert fast_quote(event, parse._received_at(BASE_NS), quotes)
+                assert fast_quote(event, values.received_at(BASE_NS), quotes)
                 want = BookResult()
                 assert not parse_book_event(event, want, received_ns=BASE_NS)
                 assert _typed(quotes) == _typed(want.quotes)
@@ -181,7 +181,7 @@ def test_scan_books_gives_the_reference_rows_and_errors(
         value = json.loads(text)
         for event in value if isinstance(value, list) else [value]:
             for reason in parse_book_event(event, want, received_ns=BASE_NS + i):
-                want.errors.append(parse.ParseError(reason, "s", 3, parse._short(event, 200)))
+                want.errors.append(parse.ParseError(reason, "s", 3, values.short(event, 200)))
     assert _typed(books.changes) == _typed(want.changes)
     assert _typed(books.quotes) == _typed(want.quotes)
     assert books.errors == want.errors
@@ -196,10 +196,10 @@ def _reference_or_bad(convert: Any, value: Any) -> Any:
 
 @given(st.one_of(st.integers(BASE_NS - 10**18, BASE_NS + 10**18), st.none(), st.booleans()))
 def test_receive_times_are_the_reference_ones(ns: int | None) -> None:
-    want = None if ns is None else _reference_or_bad(parse._received_at, ns)
+    want = None if ns is None else _reference_or_bad(values.received_at, ns)
     assert _received_or_bad(ns) == want
 
 
 @given(st.one_of(st.integers(0, 10**14).map(str), _times, st.text(max_size=14)))
 def test_event_times_are_the_reference_ones(text: Any) -> None:
-    assert _reference_or_bad(_event_time, text) == _reference_or_bad(parse._timestamp, text)
+    assert _reference_or_bad(_event_time, text) == _reference_or_bad(values.timestamp, text)
