@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 
-from loader import bookstore, carry, marketstore, store
+from loader import bookload, bookstore, carry, marketstore, store
 from loader.books import BookResult
 from loader.bookscan import scan_books
 from loader.bookstore import BookPending
@@ -127,12 +127,12 @@ class SegmentLoader:
         self.batch_book_rows = batch_book_rows
         self.keys = store.KeyBook()
         self._logged = 0
-        self._logged_books = 0
+        self.logged_books = 0
         self._markets: list[MarketObservation] = []  # of the open transaction
         self._reset_markets: set[str] = set()  # markets a reparse's DELETE touched
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[None]:
         """A transaction whose new token keys count as known only once it committed."""
         try:
             with self.conn.transaction():
@@ -146,56 +146,90 @@ class SegmentLoader:
     def load(self, path: Path, state: SegmentState) -> Outcome:
         """Continue ``path`` from its committed offset to its end (or a stop)."""
         self._logged = 0
-        if self.books:
-            return self._load_with_books(path, state)
-        with Prefetch(read_batches(path, state.offset_bytes, self.parser)) as ahead:
-            return self._load(path, state, iter(ahead))
-
-    def _load(
-        self, path: Path, state: SegmentState, batches: Iterator[tuple[int, BatchResult]]
-    ) -> Outcome:
+        if self.books and not bookload.backfill(self, path, state.id):
+            return Outcome(path.name, "stopped")
         committed, total = state.offset_bytes, Pending(end=state.offset_bytes)
         cover: Coverage | None = None
-        while True:
-            pending = Pending(end=committed)
-            with self._transaction():
-                store.check_unchanged(store.lock_segment(self.conn, state.id), committed)
-                if cover is None:
-                    cover = carry.load(self.conn, state.id, state.name, committed)
-                gaps: list[Gap] = []
-                with store.trade_copy(self.conn, state.id, self.keys) as write:
-                    status, error = self._fill(batches, pending, write, cover, gaps, bounded=True)
-                self._cover(state.id, cover, gaps, finished=status != "loading")
-                self._record(state.id, pending, status, error)
-            committed = pending.end
-            _merge(total, pending)
-            if status != "loading" or self.stop.is_set():
-                break
+        with Prefetch(self._read(path, committed)) as ahead:
+            batches = iter(ahead)
+            while True:
+                pending = Pending(end=committed)
+                books = BookPending(end=committed) if self.books else None
+                with self.transaction():
+                    store.check_unchanged(store.lock_segment(self.conn, state.id), committed)
+                    if books is not None:
+                        check_books(bookstore.lock_books(self.conn, state.id), committed)
+                    if cover is None:
+                        cover = carry.load(self.conn, state.id, state.name, committed)
+                    gaps: list[Gap] = []
+                    status, error = self._fill_any(
+                        batches, state.id, pending, books, (cover, gaps), bounded=True
+                    )
+                    self._finish(state.id, pending, books, (cover, gaps), status, error)
+                committed = pending.end
+                _merge(total, pending)
+                if status != "loading" or self.stop.is_set():
+                    break
         if status == "loading":
             status = "stopped"
         return _outcome(path, status, total, error)
 
     def reload(self, path: Path, state: SegmentState) -> Outcome:
-        """Delete the segment's trades and load it again from byte 0, in one transaction."""
-        self._logged = self._logged_books = 0
+        """Delete the segment's rows and load it again from byte 0, in one transaction."""
+        self._logged = self.logged_books = 0
         pending = Pending(end=0)
-        with self._transaction():
+        books = BookPending(end=0) if self.books else None
+        with self.transaction():
             current = store.lock_segment(self.conn, state.id)
             store.reset_segment(self.conn, current, self.parser.version)
             self._reset_markets = marketstore.reset(self.conn, state.id)
             carry.reset(self.conn, state.id)
+            if books is not None:
+                bookstore.reset_books(self.conn, bookstore.lock_books(self.conn, state.id))
             cover = carry.load(self.conn, state.id, state.name, 0)
-            if self.books:
-                return self._reload_with_books(path, state, cover)
             gaps: list[Gap] = []
-            with (
-                Prefetch(read_batches(path, 0, self.parser)) as ahead,
-                store.trade_copy(self.conn, state.id, self.keys) as write,
-            ):
-                status, error = self._fill(iter(ahead), pending, write, cover, gaps)
-            self._cover(state.id, cover, gaps, finished=True)
-            self._record(state.id, pending, status, error)
+            with Prefetch(self._read(path, 0)) as ahead:
+                status, error = self._fill_any(
+                    iter(ahead), state.id, pending, books, (cover, gaps), bounded=False
+                )
+            self._finish(state.id, pending, books, (cover, gaps), status, error)
         return _outcome(path, status, pending, error)
+
+    def _read(self, path: Path, start: int) -> Iterator[tuple[int, Any]]:
+        """The parsed batches from ``start``: with book rows when --books is on."""
+        if self.books:
+            return read_book_batches(path, start, self.parser)
+        return read_batches(path, start, self.parser)
+
+    def _fill_any(
+        self,
+        batches: Iterator[tuple[int, Any]],
+        segment_id: int,
+        pending: Pending,
+        books: BookPending | None,
+        coverage: tuple[Coverage, list[Gap]],
+        *,
+        bounded: bool,
+    ) -> tuple[str, tuple[int, str] | None]:
+        if books is not None:
+            return self._fill_both(batches, segment_id, pending, books, coverage, bounded=bounded)
+        with store.trade_copy(self.conn, segment_id, self.keys) as write:
+            return self._fill(batches, pending, write, *coverage, bounded=bounded)
+
+    def _finish(
+        self,
+        segment_id: int,
+        pending: Pending,
+        books: BookPending | None,
+        coverage: tuple[Coverage, list[Gap]],
+        status: str,
+        error: tuple[int, str] | None,
+    ) -> None:
+        """Gaps, markets, offsets and counts of the transaction, after its COPYs."""
+        self._cover(segment_id, *coverage, finished=status != "loading")
+        self._record(segment_id, pending, status, error)
+        if books is not None:
+            bookstore.record_books(self.conn, segment_id, books)
 
     def _fill(
         self,
@@ -260,107 +294,6 @@ class SegmentLoader:
 
     # --- with --books: trades and book rows of the same frames in one transaction ---
 
-    def _load_with_books(self, path: Path, state: SegmentState) -> Outcome:
-        if not self.backfill(path, state.id):
-            return Outcome(path.name, "stopped")
-        committed, total = state.offset_bytes, Pending(end=state.offset_bytes)
-        cover: Coverage | None = None
-        with Prefetch(read_book_batches(path, committed, self.parser)) as ahead:
-            batches = iter(ahead)
-            while True:
-                pending, books = Pending(end=committed), BookPending(end=committed)
-                with self._transaction():
-                    store.check_unchanged(store.lock_segment(self.conn, state.id), committed)
-                    _check_books(bookstore.lock_books(self.conn, state.id), committed)
-                    if cover is None:
-                        cover = carry.load(self.conn, state.id, state.name, committed)
-                    gaps: list[Gap] = []
-                    status, error = self._fill_both(
-                        batches, state.id, pending, books, (cover, gaps), bounded=True
-                    )
-                    self._cover(state.id, cover, gaps, finished=status != "loading")
-                    self._record(state.id, pending, status, error)
-                    bookstore.record_books(self.conn, state.id, books)
-                committed = pending.end
-                _merge(total, pending)
-                if status != "loading" or self.stop.is_set():
-                    break
-        if status == "loading":
-            status = "stopped"
-        return _outcome(path, status, total, error)
-
-    def _reload_with_books(self, path: Path, state: SegmentState, cover: Coverage) -> Outcome:
-        """The rest of ``reload`` with --books, inside its transaction."""
-        pending, books = Pending(end=0), BookPending(end=0)
-        bookstore.reset_books(self.conn, bookstore.lock_books(self.conn, state.id))
-        gaps: list[Gap] = []
-        with Prefetch(read_book_batches(path, 0, self.parser)) as ahead:
-            status, error = self._fill_both(
-                iter(ahead), state.id, pending, books, (cover, gaps), bounded=False
-            )
-        self._cover(state.id, cover, gaps, finished=True)
-        self._record(state.id, pending, status, error)
-        bookstore.record_books(self.conn, state.id, books)
-        return _outcome(path, status, pending, error)
-
-    def backfill(self, path: Path, segment_id: int) -> bool:
-        """Load the book rows of frames whose trades are loaded but whose book rows are
-        not (--books switched on later), in transactions that move ``books_offset``.
-        Returns False when stopped before catching up."""
-        self._logged_books = 0
-        with self._transaction():
-            state = bookstore.lock_books(self.conn, segment_id)
-        if state.books_offset >= state.offset_bytes:
-            return True
-        log.info(
-            "segment %s: loading book rows from byte %d to %d (backfill)",
-            path.name,
-            state.books_offset,
-            state.offset_bytes,
-        )
-        committed = state.books_offset
-        with Prefetch(read_book_batches(path, committed, self.parser)) as ahead:
-            batches = iter(ahead)
-            while True:
-                books = BookPending(end=committed)
-                with self._transaction():
-                    state = bookstore.lock_books(self.conn, segment_id)
-                    _check_books(state, committed)
-                    done = self._fill_books(batches, segment_id, books, state.offset_bytes)
-                    bookstore.record_books(self.conn, segment_id, books)
-                committed = books.end
-                if done:
-                    return True
-                if self.stop.is_set():
-                    return False
-
-    def _fill_books(
-        self, batches: Iterator[tuple[int, Both]], segment_id: int, books: BookPending, limit: int
-    ) -> bool:
-        """Book rows only, up to byte ``limit``; True when it is reached."""
-        if books.end >= limit:
-            return True
-        buffer, frames = BookResult(), 0
-        try:
-            for end, (_trades, result) in batches:
-                buffer.extend(result)
-                books.add(end, result)
-                self._log_book_errors(result.errors)
-                frames += 1
-                if end >= limit:
-                    break
-                if (
-                    buffer.rows >= self.batch_book_rows
-                    or frames >= MAX_FRAMES_PER_TXN
-                    or self.stop.is_set()
-                ):
-                    bookstore.copy_books(self.conn, segment_id, self.keys, buffer)
-                    return False
-        except CorruptSegmentError as exc:  # changed since its trades were loaded
-            log.error("segment %s is corrupt before its loaded offset: %s", exc.path.name, exc)
-        bookstore.copy_books(self.conn, segment_id, self.keys, buffer)
-        return True
-
     def _fill_both(
         self,
         batches: Iterator[tuple[int, Both]],
@@ -403,7 +336,7 @@ class SegmentLoader:
                     book_result.changes = []  # streamed
                     buffer.extend(book_result)
                     self._log_errors(result.errors)
-                    self._log_book_errors(book_result.errors)
+                    self.log_book_errors(book_result.errors)
                     frames += 1
                     if bounded and (
                         pending.trades >= self.batch_trades
@@ -424,8 +357,8 @@ class SegmentLoader:
             flush()
             return "loaded", None
 
-    def _log_book_errors(self, errors: list[ParseError]) -> None:
-        self._logged_books = _log_invalid(errors, "book event", self._logged_books)
+    def log_book_errors(self, errors: list[ParseError]) -> None:
+        self.logged_books = _log_invalid(errors, "book event", self.logged_books)
 
     def _log_errors(self, errors: list[ParseError]) -> None:
         self._logged = _log_invalid(errors, "trade", self._logged)
@@ -451,7 +384,7 @@ def _log_invalid(errors: list[ParseError], what: str, logged: int) -> int:
     return logged
 
 
-def _check_books(state: bookstore.BookState, expected: int) -> None:
+def check_books(state: bookstore.BookState, expected: int) -> None:
     if state.books_offset != expected:
         raise ConcurrentLoadError(
             f"the book rows of segment {state.name} changed under this loader (now loaded "
