@@ -72,6 +72,11 @@ def _schedule(rng: random.Random) -> list[tuple[float, str]]:
     return sorted(events)
 
 
+def _open_segments(wal_dir: Path) -> set[str]:
+    """Names of the segments being written (``.open``) now."""
+    return {p.name for p in wal_dir.glob("*.open")} if wal_dir.is_dir() else set()
+
+
 def test_chaos_loses_nothing_outside_recorded_gaps(tmp_path, pg_server, fresh_db):
     assert pg_server.datadir is not None, (
         "the chaos test restarts PostgreSQL: unset LOADER_TEST_DSN"
@@ -82,6 +87,7 @@ def test_chaos_loses_nothing_outside_recorded_gaps(tmp_path, pg_server, fresh_db
         tmp_path, assets=120, rate=60, seed=11, trade_fraction=0.25, record_received=True
     )
     run_cli("loader", "--dsn", fresh_db, "init-db")
+    before_start: set[str] = set()
     capture = start_capture(tmp_path, wal_dir, exchange, *CAPTURE_OPTS)
     loader = start_loader(tmp_path, wal_dir, fresh_db, "--poll-seconds", "0.2")
     kills: list[tuple[int, int]] = []
@@ -90,10 +96,18 @@ def test_chaos_loses_nothing_outside_recorded_gaps(tmp_path, pg_server, fresh_db
         for at, action in _schedule(rng):
             time.sleep(max(0.0, at - (time.monotonic() - started)))
             if action == "kill_capture":
+                # Each kill must leave a segment of this capture's to recover: on a busy
+                # machine a restarted capture may not have opened one yet.
+                wait_for(
+                    lambda old=before_start: _open_segments(wal_dir) - old,
+                    scaled(30),
+                    "the restarted capture to open a segment",
+                )
                 killed = time.time_ns()
                 capture.kill()
                 time.sleep(rng.uniform(0.2, 1.5))
                 kills.append((killed, time.time_ns()))
+                before_start = _open_segments(wal_dir)
                 capture = start_capture(tmp_path, wal_dir, exchange, *CAPTURE_OPTS)
             elif action == "kill_loader":
                 loader.kill()
