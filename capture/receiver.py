@@ -14,6 +14,10 @@ order: the caller's ``async for message in ws`` loop receives those, and it is w
 when the connection closes (raising ``ConnectionClosed`` as usual). An exception raised
 by ``on_message`` aborts the connection (no later message is delivered);
 ``receive_error`` holds it for the caller.
+
+``process_event`` is the hook websockets' own ``ClientConnection`` overrides to handle
+the handshake; it is not in websockets' documented API, hence the version range in
+pyproject.toml and ``tests/capture/test_receiver.py``, which fails if it changes.
 """
 
 from __future__ import annotations
