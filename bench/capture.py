@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from bench.results import write_section  # noqa: E402
 
 DURATION_S = 5.0  # each throughput measurement; long enough to smooth out batching
-ROUNDS = 3  # (a) and (b) alternate; medians, since the machine is shared
+ROUNDS = 5  # (a) and (b) alternate; medians, since the machine is shared
 WARMUP_S = 2.0  # connection setup and the first batches are not what we measure
 SENDER_HEADROOM = 1.5  # the sender must push this much more than the bare client takes
 FIXED_RATE = 20_000  # frames/s for the CPU comparison: well below either's saturation
