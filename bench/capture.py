@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from bench.results import write_section  # noqa: E402
 
 DURATION_S = 5.0  # each throughput measurement; long enough to smooth out batching
-ROUNDS = 3  # (a) and (b) alternate; medians, since the machine is shared
+ROUNDS = 5  # (a) and (b) alternate; medians, since the machine is shared
 WARMUP_S = 2.0  # connection setup and the first batches are not what we measure
 SENDER_HEADROOM = 1.5  # the sender must push this much more than the bare client takes
 FIXED_RATE = 20_000  # frames/s for the CPU comparison: well below either's saturation
@@ -320,31 +320,53 @@ def rss_at_scale(tmp: Path, redundancy: int = 1) -> dict:
     }
 
 
-def main() -> None:
+PARTS = ("saturation", "cpu", "bound", "rss")
+
+
+def main(parts: tuple[str, ...] = PARTS) -> None:
+    """Run ``parts`` of the benchmark; all of them write the ``capture`` section, fewer
+    only print what they measured (for quick iterations)."""
+    section: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench-capture-") as name:
         tmp = Path(name)
-        section = saturation(tmp)
-        section["baseline"] = {
-            "what": "bare websockets client discarding frames, same sender, same run",
-            "frames_per_s": section["bare_client_frames_per_s"],
-        }
-        section["ratio_means"] = "capture frames/s / bare client frames/s at saturation"
-        section.update(cpu_at_fixed_rate(tmp))
-        section["memory_bound_mb"] = BOUND_MB
-        section["memory_bound_goal"] = BOUND_GOAL
-        section["memory_bound_pong"] = memory_bound(tmp, 4)
-        section["memory_bound_2kb"] = memory_bound(tmp, 2000)
-        section.update(rss_at_scale(tmp))
-        section.update(rss_at_scale(tmp, redundancy=2))
+        if "saturation" in parts:
+            section.update(saturation(tmp))
+            section["baseline"] = {
+                "what": "bare websockets client discarding frames, same sender, same run",
+                "frames_per_s": section["bare_client_frames_per_s"],
+            }
+            section["ratio_means"] = "capture frames/s / bare client frames/s at saturation"
+        if "cpu" in parts:
+            section.update(cpu_at_fixed_rate(tmp))
+        if "bound" in parts:
+            section["memory_bound_mb"] = BOUND_MB
+            section["memory_bound_goal"] = BOUND_GOAL
+            section["memory_bound_pong"] = memory_bound(tmp, 4)
+            section["memory_bound_2kb"] = memory_bound(tmp, 2000)
+        if "rss" in parts:
+            section.update(rss_at_scale(tmp))
+            section.update(rss_at_scale(tmp, redundancy=2))
         section["noise"] = "shared 2-core machine: ratios are from one run; rounds vary"
-    write_section("capture", section)
+    if set(parts) == set(PARTS):
+        write_section("capture", section)
+    else:
+        print(json.dumps(section, indent=2, sort_keys=True))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--bare", nargs=2, metavar=("URL", "SECONDS"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bare", nargs=2, metavar=("URL", "SECONDS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=PARTS,
+        help="run only this part (repeatable); prints it, results.json is left alone",
+    )
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="saturation rounds")
+    parser.add_argument("--seconds", type=float, default=DURATION_S, help="each measurement")
     opts = parser.parse_args()
     if opts.bare:
         print(json.dumps(asyncio.run(bare_client(opts.bare[0], float(opts.bare[1])))))
     else:
-        main()
+        ROUNDS, DURATION_S = opts.rounds, opts.seconds
+        main(tuple(opts.only or PARTS))

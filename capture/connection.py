@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from capture import protocol
 from capture.config import MAX_FRAME_BYTES, Timing
 from capture.core import Clock, ConnectionCore, ConnStats, State, SystemClock
+from capture.receiver import OnMessage, Receiver
 from wal import WalFatalError
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,7 @@ class Connection:
             await ws.close(1000, "shutdown")
 
     async def _session(self) -> None:
+        on_message = self._receiver()
         try:
             ws = await connect(
                 self.url,
@@ -221,6 +223,7 @@ class Connection:
                 open_timeout=self.timing.open_timeout_s,
                 close_timeout=self.timing.close_timeout_s,
                 user_agent_header=USER_AGENT,
+                create_connection=Receiver.factory(on_message),
             )
         except (OSError, TimeoutError, WebSocketException) as exc:
             status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
@@ -233,12 +236,12 @@ class Connection:
             await ws.close(1000, "shutdown")
             return
         try:
-            await self._serve(ws)
+            await self._serve(cast(Receiver, ws), on_message)
         finally:
             self._ws = None
             await ws.close()  # already closed unless cancelled; releases the socket
 
-    async def _serve(self, ws: ClientConnection) -> None:
+    async def _serve(self, ws: Receiver, on_message: OnMessage) -> None:
         self._ws = ws
         text = self.core.opened()
         self._pump()
@@ -255,7 +258,7 @@ class Connection:
         try:
             await self._send_all(ws, [text])  # before any PING: the server closes on one
             keepalive = asyncio.create_task(self._keepalive(ws))
-            await self._receive(ws)
+            await self._receive(ws, on_message)
         except ConnectionClosed as exc:
             error = None if exc.rcvd is not None and exc.rcvd.code in (1000, 1001) else str(exc)
         finally:
@@ -263,8 +266,21 @@ class Connection:
                 keepalive.cancel()
             self._closed(ws, error)
 
-    async def _receive(self, ws: ClientConnection) -> None:
-        """The hot loop: record every message, count it, look at what it was.
+    async def _receive(self, ws: Receiver, on_message: OnMessage) -> None:
+        """Until the connection closes: the Receiver hands ``on_message`` every message
+        as it is parsed; what it leaves to websockets (fragmented messages) comes here."""
+        try:
+            async for message in ws:
+                on_message(message)
+        except ConnectionClosed:
+            if ws.receive_error is None:
+                raise
+        if ws.receive_error is not None:  # the WAL writer died (or a bug)
+            raise ws.receive_error
+
+    def _receiver(self) -> OnMessage:
+        """The hot path, one session's (``n`` from 0): record every message, count it,
+        look at what it was.
 
         It runs for every frame and must stay close to a bare client's speed: one clock
         call (the receive time), plain counters, and a cheap test that a frame is market
@@ -277,7 +293,9 @@ class Connection:
         watch = self.custom_features and listening
         new_mark, resolved_mark = _MARKS
         n = 0
-        async for message in ws:
+
+        def on_message(message: str | bytes) -> None:
+            nonlocal n
             append_frame(now_ns(), conn, n, message)
             n += 1
             stats.frames += 1
@@ -287,10 +305,12 @@ class Connection:
                 if message[:1] in _JSON_HEADS and message != "[]":
                     if watch and (new_mark in message or resolved_mark in message):
                         self._market_event(message)
-                    continue
+                    return
             else:
                 stats.bytes += len(message)
             self._not_data(message)
+
+        return on_message
 
     def _not_data(self, message: str | bytes) -> None:
         kind = protocol.classify(message)
