@@ -166,7 +166,7 @@ def main() -> None:
 )
 @_opt(
     "--max-buffer-mb",
-    type=click.IntRange(min=1),
+    type=int,  # the callback checks the minimum, with the reason
     default=256,
     show_default=True,
     callback=_buffer_mb,
@@ -179,7 +179,8 @@ def main() -> None:
     type=click.FloatRange(min=0.01),
     default=120.0,
     show_default=True,
-    help="Reconnect a connection with assets after this many seconds without data.",
+    help="After this many seconds without data, probe a connection with assets (a PING "
+    "whose PONG must come back); it is reconnected only when the probe is not answered.",
 )
 @_opt("--metrics-addr", callback=_metrics_addr, help="Serve Prometheus metrics on HOST:PORT.")
 @_opt(

@@ -24,6 +24,7 @@ from loader.cliopts import (
     BATCH_TRADES,
     BOOKS,
     DSN_EXPLICIT,
+    REPARSE_BOOKS,
     SUB_DSN,
     WAL_DIR,
     Interval,
@@ -207,7 +208,7 @@ def run(
     help=f"Segments loaded by a parser older than v{PARSER_VERSION}.",
 )
 @BATCH_TRADES
-@BOOKS
+@REPARSE_BOOKS
 @click.pass_obj
 def reparse(
     dsn: str | None,
@@ -221,7 +222,8 @@ def reparse(
     """Reload segments with the current parser (delete + load, one transaction each).
 
     --segment takes sealed segments only (a name, or a path whose file name is used): an
-    ``.open`` segment or a name that is no segment is a usage error (exit 2). This is
+    ``.open`` segment, a name that is no segment or one whose file is not in --wal-dir is
+    a usage error (exit 2). This is
     also how a corrupt segment is repaired once a good copy of its file is restored.
     """
     if sum((bool(segments), all_segments, stale)) != 1:
@@ -230,6 +232,13 @@ def reparse(
         named = [sealed_segment_name(s) for s in segments]
     except SegmentNameError as exc:
         raise click.BadParameter(str(exc), param_hint="--segment") from None
+    missing = [name for name in named if not (wal_dir / name).is_file()]
+    if missing:
+        raise click.BadParameter(
+            f"no such segment file in {wal_dir}: {', '.join(missing)} (`wal ls {wal_dir}` "
+            "lists the segments there; restore a pruned or damaged one from a backup first)",
+            param_hint="--segment",
+        )
     with errors(dsn), _stop_on_signals() as stop:
         runner = Runner(dsn, wal_dir, stop=stop, batch_trades=batch_trades, books=books)
         try:

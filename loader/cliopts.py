@@ -53,6 +53,15 @@ BOOKS = click.option(
     help="Also load the order-book tables (book_snapshots, price_changes, best_bid_ask, "
     "tick_size_changes); switched on later, it backfills segments already loaded.",
 )
+REPARSE_BOOKS = click.option(
+    "--books/--no-books",
+    envvar="LOADER_BOOKS",
+    show_envvar=True,
+    default=False,
+    show_default=True,
+    help="Also rebuild each segment's order-book rows (deleted and loaded again with its "
+    "trades); without it they are left as they are.",
+)
 
 
 class Interval(click.ParamType):

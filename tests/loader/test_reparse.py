@@ -143,7 +143,7 @@ def test_reparse_of_a_corrupt_segment_keeps_it_corrupt_with_the_same_rows(
     assert counts(db)[path.name][0] == "corrupt"
 
 
-def test_reparse_of_an_unknown_segment_fails_with_a_message(db: str, wal_dir: Path) -> None:
+def test_reparse_of_a_segment_not_in_the_wal_dir_is_a_usage_error(db: str, wal_dir: Path) -> None:
     done = run_loader(
         db,
         "reparse",
@@ -152,8 +152,9 @@ def test_reparse_of_an_unknown_segment_fails_with_a_message(db: str, wal_dir: Pa
         "--segment",
         "000000000009-20260101T000000Z.jsonl.zst",
     )
-    assert done.returncode == 1
-    assert "is not in" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2, done.stderr  # a usage error, before any database work
+    assert "no such segment file" in done.stderr and "Traceback" not in done.stderr
+    assert "readable" not in done.stderr  # not told to fix permissions of a missing file
 
 
 def test_reparse_needs_exactly_one_selection(db: str, wal_dir: Path) -> None:
