@@ -29,13 +29,22 @@ def main() -> None:
 
 def _segments_of(target: Path) -> list[tuple[SegmentName, Path]]:
     if target.is_dir():
-        return list_segments(target)
+        return _listed(target)
     name = parse_name(target.name)
     if name is None:
         raise click.ClickException(
             f"{target} is not a segment name (expected SSSSSSSSSSSS-YYYYMMDDTHHMMSSZ.jsonl.zst)"
         )
     return [(name, target)]
+
+
+def _listed(directory: Path) -> list[tuple[SegmentName, Path]]:
+    """The segments in ``directory``; a note on stderr when there are none (a mistyped
+    WAL or backup directory would otherwise look like an empty, intact one)."""
+    segments = list_segments(directory)
+    if not segments:
+        click.echo(f"note: no WAL segments in {directory}", err=True)
+    return segments
 
 
 def _as_it_is_now(name: SegmentName, path: Path, look: Callable[[Path], T]) -> T | None:
@@ -76,7 +85,7 @@ def ls_cmd(directory: Path, as_json: bool, deep: bool) -> None:
     segment whose seal cannot be read is shown as damaged."""
     try:
         out = sys.stdout  # written directly: click.echo flushes after every line
-        for name, path in list_segments(directory):
+        for name, path in _listed(directory):
             try:
                 info = _as_it_is_now(name, path, lambda p: summarize(p, deep=deep))
             except SegmentChangedError as exc:

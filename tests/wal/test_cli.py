@@ -168,3 +168,11 @@ def test_a_dangling_symlink_under_a_segment_name_is_unreadable_not_removed(tmp_p
 def test_dash_h_is_help_like_the_other_commands():
     result = CliRunner().invoke(main, ["-h"])
     assert result.exit_code == 0 and "verify" in result.output
+
+
+def test_a_directory_without_segments_gets_a_note_not_silence(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a segment")
+    for args in (["ls", str(tmp_path)], ["verify", str(tmp_path)]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0
+        assert f"no WAL segments in {tmp_path}" in result.stderr
