@@ -59,6 +59,8 @@ def parse_time(text: str) -> datetime:
     """ISO 8601 (UTC when no offset is given) or epoch milliseconds. ValueError if neither."""
     value = text.strip()
     if value.isdigit():
+        if len(value) <= 11:  # before 1973 in milliseconds: surely seconds, or a typo
+            raise ValueError(f"{value} looks like epoch seconds; give milliseconds")
         return datetime.fromtimestamp(int(value) / 1000, UTC)
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -89,9 +89,9 @@ def book_cmd(dsn: str | None, token: str, at: str, depth: int | None, as_json: b
     price change after it applied (needs book tables, `loader run --books`)."""
     try:
         moment = bookview.parse_time(at)
-    except ValueError:
+    except ValueError as exc:
         raise click.BadParameter(
-            f"{at!r} is not an ISO 8601 time or epoch ms", param_hint="--at"
+            f"{at!r} is not an ISO 8601 time or epoch ms ({exc})", param_hint="--at"
         ) from None
     with errors(dsn), db.connect(dsn) as conn:
         db.require_schema(conn)

@@ -141,3 +141,5 @@ def test_times_are_iso_or_epoch_milliseconds() -> None:
     assert parse_time(str(BASE_MS)) == _at(BASE_MS)
     with pytest.raises(ValueError):
         parse_time("soon")
+    with pytest.raises(ValueError, match="epoch seconds"):
+        parse_time(str(BASE_MS // 1000))
