@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import math
 import os
 import time
 from collections.abc import Container
@@ -300,14 +301,20 @@ SHOWN_COVERAGE = 5  # assets listed by coverage in the text form; --json has the
 
 
 def _gap_line(gaps: dict[str, Any]) -> str:
-    line = f"gaps (24 h)      {gaps['count']} gaps, {gaps['seconds']:.1f} s"
+    count = gaps["count"]
+    line = f"gaps (24 h)      {count} gap{'' if count == 1 else 's'}, {gaps['seconds']:.1f} s"
     worst = sorted(gaps["coverage"].items(), key=lambda item: (item[1], item[0]))
     if worst:
-        shown = ", ".join(f"{token} {share:.2%}" for token, share in worst[:SHOWN_COVERAGE])
+        shown = ", ".join(f"{token} {_share(share)}" for token, share in worst[:SHOWN_COVERAGE])
         more = len(worst) - SHOWN_COVERAGE
         line += f"; covered: {shown}" + (f" (+{more} more below 100%)" if more > 0 else "")
         line += "; every other asset 100%"
     return line
+
+
+def _share(share: float) -> str:
+    """A covered share, rounded down: one below 100% never shows as 100.00%."""
+    return f"{math.floor(share * 10_000) / 100:.2f}%"
 
 
 def _age(name: str, now: float) -> float | None:

@@ -87,7 +87,7 @@ def run(seconds: float, keep_db: bool) -> int:
         for proc in procs:
             proc.kill()
         exchange.stop()
-    ok = _report(dsn, wal_dir, exchange)
+    ok = _report(dsn, wal_dir, exchange, keep_db)
     if not keep_db:
         stop_all()
     else:
@@ -115,7 +115,7 @@ def _caught_up(dsn: str, wal_dir: Path) -> bool:
     return sealed <= done
 
 
-def _report(dsn: str, wal_dir: Path, exchange: Exchange) -> bool:
+def _report(dsn: str, wal_dir: Path, exchange: Exchange, keep_db: bool) -> bool:
     """Print the report; True when every trade sent was captured and loaded once."""
     wal = summarize_wal(wal_dir)
     sent = sent_trades(exchange.record)
@@ -141,8 +141,12 @@ def _report(dsn: str, wal_dir: Path, exchange: Exchange) -> bool:
     print("\n  top markets by traded size:")
     for market, trades, size in top:
         print(f"    {market[:18]}...  {trades:>6} trades  {size:>14} size")
-    print(f"\n  logs and data: {DEMO}/  |  wal ls {wal_dir}")
-    print("  (python -m scripts.demo --keep-db leaves PostgreSQL up for `loader status`)")
+    print(f"\n  logs and data: {DEMO}/  |  .venv/bin/wal ls {wal_dir}")
+    if keep_db:
+        print(f"  .venv/bin/loader status --dsn '{dsn}' --wal-dir {wal_dir}")
+    else:
+        print("  (.venv/bin/python -m scripts.demo --keep-db leaves PostgreSQL up for")
+        print("  `.venv/bin/loader status`)")
     return ok
 
 

@@ -54,4 +54,4 @@ def test_status_shows_the_gaps_of_the_last_day_and_each_assets_coverage(
     share = round(1 - 600 / 86400, 6)
     assert gaps == {"count": 1, "seconds": 600.0, "coverage": {A: share, B: share}}
     text = run_loader(db, "status", "--wal-dir", str(wal_dir)).stdout
-    assert "gaps (24 h)      1 gaps, 600.0 s; covered: 1111 99.31%, 2222 99.31%" in text
+    assert "gaps (24 h)      1 gap, 600.0 s; covered: 1111 99.30%, 2222 99.30%" in text
