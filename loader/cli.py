@@ -98,8 +98,7 @@ def init_db(dsn: str | None, mode: str, compress_after: timedelta | None) -> Non
     with errors(dsn), db.connect(dsn) as conn:
         result = schema.init_db(conn, compress_after, mode=Mode(mode.lower()))
     applied = ", ".join(map(str, result.applied)) or "none (up to date)"
-    click.echo(result.note)
-    click.echo(
+    click.echo(  # the setup's note (why plain tables, what compression costs) is logged
         f"schema version {result.version}; migrations applied: {applied}; "
         f"trades: {result.setup.describe()}"
     )
