@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -98,7 +99,8 @@ def init_db(dsn: str | None, mode: str, compress_after: timedelta | None) -> Non
     with errors(dsn), db.connect(dsn) as conn:
         result = schema.init_db(conn, compress_after, mode=Mode(mode.lower()))
     applied = ", ".join(map(str, result.applied)) or "none (up to date)"
-    click.echo(  # the setup's note (why plain tables, what compression costs) is logged
+    click.echo(result.note)
+    click.echo(
         f"schema version {result.version}; migrations applied: {applied}; "
         f"trades: {result.setup.describe()}"
     )
@@ -231,7 +233,8 @@ def reparse(
         named = [sealed_segment_name(s) for s in segments]
     except SegmentNameError as exc:
         raise click.BadParameter(str(exc), param_hint="--segment") from None
-    missing = [name for name in named if not (wal_dir / name).is_file()]
+    # Nothing at all under the name; a name that cannot be read fails alone, below.
+    missing = [name for name in named if not os.path.lexists(wal_dir / name)]
     if missing:
         raise click.BadParameter(
             f"no such segment file in {wal_dir}: {', '.join(missing)} (`wal ls {wal_dir}` "
