@@ -44,23 +44,24 @@ BATCH_TRADES = click.option(
 )
 
 
-BOOKS = click.option(
-    "--books/--no-books",
-    envvar="LOADER_BOOKS",
-    show_envvar=True,
-    default=False,
-    show_default=True,
-    help="Also load the order-book tables (book_snapshots, price_changes, best_bid_ask, "
-    "tick_size_changes); switched on later, it backfills segments already loaded.",
+def _books_option(help_text: str) -> Any:
+    return click.option(
+        "--books/--no-books",
+        envvar="LOADER_BOOKS",
+        show_envvar=True,
+        default=False,
+        show_default=True,
+        help=help_text,
+    )
+
+
+BOOKS = _books_option(
+    "Also load the order-book tables (book_snapshots, price_changes, best_bid_ask, "
+    "tick_size_changes); switched on later, it backfills segments already loaded."
 )
-REPARSE_BOOKS = click.option(
-    "--books/--no-books",
-    envvar="LOADER_BOOKS",
-    show_envvar=True,
-    default=False,
-    show_default=True,
-    help="Also rebuild each segment's order-book rows (deleted and loaded again with its "
-    "trades); without it they are left as they are.",
+REPARSE_BOOKS = _books_option(
+    "Also rebuild each segment's order-book rows (deleted and loaded again with its "
+    "trades); without it they are left as they are."
 )
 
 
