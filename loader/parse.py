@@ -143,23 +143,18 @@ def parse_frame(
 ) -> tuple[list[TradeRow], list[ParseError]]:
     """The trades in one ``frame`` record, and the trade events that were invalid.
 
-    Each trade event takes the fast path (:func:`_fast_trade`) first; whatever that
-    does not take goes to :func:`parse_trade_event`, which is the reference.
+    Each event goes to :func:`parse_trade`.
     """
     rows: list[TradeRow] = []
     errors: list[ParseError] = []
     ts_ns = record.get("ts_ns")
     for event in _events(record):
-        if event.get("event_type") != TRADE_EVENT:
+        try:
+            row = parse_trade(event, received_ns=ts_ns)
+        except InvalidTrade as exc:
+            errors.append(ParseError(exc.reason, segment, offset, values.short(event, 200)))
             continue
-        row = _fast_trade(event, ts_ns)
-        if row is None:
-            try:
-                row = parse_trade_event(event, received_ns=ts_ns)
-            except InvalidTrade as exc:
-                errors.append(ParseError(exc.reason, segment, offset, values.short(event, 200)))
-                continue
-        if row is not None:  # always, for a trade event
+        if row is not None:
             rows.append(row)
     return rows, errors
 
