@@ -133,6 +133,14 @@ SUB_DSN = click.option(
 
 
 @contextlib.contextmanager
+def schema_connection(dsn: str | None) -> Iterator[psycopg.Connection]:
+    """A connection to a database whose schema is current; failures as one-line errors."""
+    with errors(dsn), db.connect(dsn) as conn:
+        db.require_schema(conn)
+        yield conn
+
+
+@contextlib.contextmanager
 def errors(dsn: str | None) -> Iterator[None]:
     """Turn expected failures into one-line ClickExceptions (exit 1)."""
     try:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from loader import bookview, carry, db, schema, status
-from loader.cliopts import SUB_DSN, WAL_DIR, Interval, errors
+from loader import bookview, carry, schema, status
+from loader.cliopts import SUB_DSN, WAL_DIR, Interval, schema_connection
 
 
 @click.command("status")
@@ -26,8 +26,7 @@ from loader.cliopts import SUB_DSN, WAL_DIR, Interval, errors
 @click.pass_obj
 def status_cmd(dsn: str | None, wal_dir: Path, as_json: bool) -> None:
     """Segments by status, backlog, totals, corrupt segments, parser version."""
-    with errors(dsn), db.connect(dsn) as conn:
-        db.require_schema(conn)
+    with schema_connection(dsn) as conn:
         report = status.collect(conn, wal_dir)
         report.database = schema.setup_summary(conn)
         now = datetime.now(UTC)
@@ -70,8 +69,7 @@ def prunable_cmd(
     """
     if backup is not None and backup.resolve() == wal_dir.resolve():
         raise click.BadParameter("is the WAL directory itself, not a backup", param_hint="--backup")
-    with errors(dsn), db.connect(dsn) as conn:
-        db.require_schema(conn)
+    with schema_connection(dsn) as conn:
         paths = status.prunable(conn, wal_dir, older_than.total_seconds(), backup=backup)
     for path in paths:
         click.echo(str(path))
@@ -93,8 +91,7 @@ def book_cmd(dsn: str | None, token: str, at: str, depth: int | None, as_json: b
         raise click.BadParameter(
             f"{at!r} is not an ISO 8601 time or epoch ms ({exc})", param_hint="--at"
         ) from None
-    with errors(dsn), db.connect(dsn) as conn:
-        db.require_schema(conn)
+    with schema_connection(dsn) as conn:
         book = bookview.book_at(conn, token, moment)
     if as_json:
         click.echo(json.dumps(book.to_dict(depth), sort_keys=True))
@@ -118,7 +115,6 @@ def book_cmd(dsn: str | None, token: str, at: str, depth: int | None, as_json: b
 @click.pass_obj
 def gaps_cmd(dsn: str | None, since: timedelta, token: str | None, as_json: bool) -> None:
     """Spans in which no connection carried some assets (oldest first)."""
-    with errors(dsn), db.connect(dsn) as conn:
-        db.require_schema(conn)
+    with schema_connection(dsn) as conn:
         found = carry.gaps_since(conn, datetime.now(UTC) - since, token)
     click.echo(json.dumps(carry.to_json(found)) if as_json else carry.render(found))
