@@ -18,12 +18,11 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.string import BytesBinaryDumper
 
 from loader.books import BookResult, ChangeRow
 from loader.bookschema import BOOK_TABLES
 from loader.keys import token_key
-from loader.store import _DECOMPRESS_LIMIT, KeyBook, write_token_keys
+from loader.store import _DECOMPRESS_LIMIT, KeyBook, binary_copy, write_token_keys
 
 _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "book_snapshot_rows": (
@@ -287,11 +286,8 @@ def _table_copy(cur: psycopg.Cursor[Any], table: str) -> Iterator[Callable[[Any]
     """A binary COPY into ``table``; yields its ``write_row``."""
     columns = _COLUMNS[table]
     names = ", ".join(name for name, _ in columns)
-    # bytea by oid is psycopg's DB-API dumper (a Python call per value, as it also takes
-    # Binary objects); the bytes dumper is the same format in C.
-    cur.adapters.register_dumper(None, BytesBinaryDumper)
-    with cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types([kind for _, kind in columns])
+    statement = f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)"
+    with binary_copy(cur, statement, [kind for _, kind in columns]) as copy:
         yield copy.write_row
 
 

@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg import postgres, sql
-from psycopg.adapt import PyFormat
+from psycopg import sql
+from psycopg.types.string import BytesBinaryDumper
 
 from loader.errors import ConcurrentLoadError, TokenKeyCollision
 from loader.keys import split_hash, token_key
@@ -51,10 +51,6 @@ COPY_TYPES = [
 # Reparse on compressed chunks: TimescaleDB refuses a DML that decompresses more than
 # this many rows (default 100,000); 0 lifts the limit for that transaction only.
 _DECOMPRESS_LIMIT = "timescaledb.max_tuples_decompressed_per_dml_transaction"
-
-# By type OID, psycopg dumps bytea with its DB-API ``Binary`` dumper, written in Python
-# (about 1 us a row); the dumper it uses for ``bytes`` is the same bytes, in C.
-_BYTES_DUMPER = postgres.adapters.get_dumper(bytes, PyFormat.BINARY)
 
 _STATE_COLUMNS = (
     "id, name, status, offset_bytes, parser_version, first_event_at, last_event_at, tries"
@@ -221,9 +217,7 @@ def trade_copy(
     """
     known, pending = book.known, book.pending
     with conn.cursor() as cur:
-        cur.adapters.register_dumper(bytes, _BYTES_DUMPER)  # this cursor only
-        with cur.copy(COPY_SQL) as copy:
-            copy.set_types(COPY_TYPES)
+        with binary_copy(cur, COPY_SQL, COPY_TYPES) as copy:
             write_row = copy.write_row
 
             def write(rows: list[TradeRow]) -> None:
@@ -239,6 +233,20 @@ def trade_copy(
             yield write
         if pending:
             write_token_keys(cur, pending)
+
+
+@contextmanager
+def binary_copy(cur: psycopg.Cursor[Any], statement: str, types: list[str]) -> Iterator[Any]:
+    """``cur.copy(statement)`` in binary with the column ``types`` set.
+
+    By type OID psycopg dumps bytea with its DB-API dumper, a Python call per value (it
+    also takes Binary objects); registered on this cursor only, the bytes dumper writes
+    the same format in C.
+    """
+    cur.adapters.register_dumper(None, BytesBinaryDumper)
+    with cur.copy(statement) as copy:
+        copy.set_types(types)
+        yield copy
 
 
 def write_token_keys(cur: psycopg.Cursor[Any], pairs: dict[tuple[str, str], int]) -> None:
