@@ -79,7 +79,7 @@ def read_batches(path: Path, start: int, parser: Parser) -> Iterator[tuple[int, 
     when it cannot be read. The parser gets each frame's bytes, whole lines.
     """
     for end, data, result in _scanned(path, start, parser.scan):
-        result.markets = scan_markets(data)
+        result.markets = scan_markets(data, result.market_lines)
         yield end, result
 
 

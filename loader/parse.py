@@ -15,8 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -24,7 +23,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from loader import values
+from loader import scan, values
 from loader.values import (
     KNOWN_FEES,
     MAX_TIME_MS,
@@ -35,7 +34,7 @@ from loader.values import (
     plain_decimal,
     plain_id,
 )
-from wal.records import FRAME_LINE_PREFIX, count_frame_lines, count_lines
+from wal.records import FRAME_LINE_PREFIX
 
 PARSER_VERSION = 1
 
@@ -49,18 +48,11 @@ _PRICE_BY_TEXT: dict[str, float] = {}
 _new_row = tuple.__new__  # TradeRow(...) less the call of its Python-level __new__
 
 
-# The byte-level prefilter (see may_hold_trade and scan_batch). "last_trade_price"
-# followed by an (escaped) quote and a colon is a key (book events carry one), never the
-# event_type value; _TRADE_VALUE_RE finds the occurrences that are not followed so.
-TRADE_WORD = b"last_trade_price"
-_KEY_TAIL = rb'\\"(?:[ \t\r]|\\[nrt])*:'  # raw "\n" needs no place here: no line holds one
-_TRADE_VALUE_RE = re.compile(re.escape(TRADE_WORD) + b"(?!" + _KEY_TAIL + b")")
-_ESCAPE = b"\\u"
-_B64_KEY = b'"b64"'
-_NOT_FRAME_LINE_RE = re.compile(b"\n(?!" + re.escape(FRAME_LINE_PREFIX) + b")")
-# Past this many "u" bytes that start no escape in one batch (English text), let one
-# C search find the escapes instead of looking at each "u" in Python.
-MAX_PLAIN_U = 64
+# The byte-level prefilter (see may_hold_trade, scan_batch and loader.scan).
+TRADE_WORD = scan.TRADE_WORD
+_TRADE_VALUE_RE = scan.TRADE_VALUE_RE
+_ESCAPE = scan.ESCAPE
+_B64_KEY = scan.B64_KEY
 
 
 class TradeRow(NamedTuple):
@@ -106,6 +98,7 @@ class BatchResult:
     others: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     sources: list[tuple[int, int, int]] = field(default_factory=list)
     last_frame_ns: int | None = None
+    market_lines: list[int] = field(default_factory=list)  # loader.scan.Lines.markets
 
 
 def parse_trade_event(event: dict[str, Any], *, received_ns: int | None = None) -> TradeRow | None:
@@ -256,13 +249,15 @@ def scan_batch(
     decoded exactly when the per-line rule would: it lacks that prefix, or
     may_hold_trade holds for it. Each test of may_hold_trade is for bytes that cannot
     span a newline (the key-tail class leaves raw newlines out), so searching the whole
-    batch once for each and taking the lines the hits fall in finds the same lines.
+    batch once for each and taking the lines the hits fall in finds the same lines
+    (loader.scan, in C where it is built).
     """
     data = batch if isinstance(batch, bytes) else b"".join(line + b"\n" for line in batch)
     if data and not data.endswith(b"\n"):
         raise ValueError("a batch is whole lines, each ending in a newline")
-    result = BatchResult(records=count_lines(data), frames=count_frame_lines(data))
-    for start in _lines_to_decode(data, others=result.frames != result.records):
+    found = scan.lines(data)
+    result = BatchResult(records=found.records, frames=found.frames, market_lines=found.markets)
+    for start in found.decode:
         line = data[start : data.index(b"\n", start)]
         if line.startswith(FRAME_LINE_PREFIX):
             result.frames -= 1  # counted from its bytes above; counted by its type below
@@ -293,57 +288,6 @@ def _last_frame_ns(data: bytes) -> int | None:
         return int(data[digits:end]) if end > 0 else None
     except ValueError:
         return None
-
-
-def _lines_to_decode(data: bytes, *, others: bool) -> list[int]:
-    """The start offsets, in order, of the lines scan_batch must decode. ``others``:
-    some lines lack the frame prefix."""
-    starts: set[int] = set()
-
-    def line_of(pos: int) -> int:
-        """Mark the line holding ``pos``; return its end (where to search on)."""
-        starts.add(data.rfind(b"\n", 0, pos) + 1)
-        return data.find(b"\n", pos)
-
-    _find_trade_values(data, line_of)
-    _find_escapes(data, line_of)
-    pos = data.find(_B64_KEY)
-    while pos >= 0:
-        pos = data.find(_B64_KEY, line_of(pos))
-    if others:
-        if not data.startswith(FRAME_LINE_PREFIX):
-            starts.add(0)
-        starts.update(m.end() for m in _NOT_FRAME_LINE_RE.finditer(data))
-        starts.discard(len(data))  # after the last newline: no line
-    return sorted(starts)
-
-
-def _find_trade_values(data: bytes, line_of: Callable[[int], int]) -> None:
-    """Mark every line where TRADE_WORD occurs not as a key (one regex pass in C: the
-    book events' keys are passed over there, not in Python)."""
-    end = -1
-    for match in _TRADE_VALUE_RE.finditer(data):
-        if match.start() > end:  # a line already marked needs no second look
-            end = line_of(match.start())
-
-
-def _find_escapes(data: bytes, line_of: Callable[[int], int]) -> None:
-    """Mark every line holding a ``\\u``: by the rare "u" byte (one memchr), or past
-    MAX_PLAIN_U plain ones by the two bytes."""
-    find, plain = data.find, 0
-    pos = find(b"u", 1)
-    while pos >= 0 and plain < MAX_PLAIN_U:
-        if data[pos - 1] == 0x5C:  # a backslash
-            pos = line_of(pos)
-            if pos < 0:
-                return
-        else:
-            plain += 1
-        pos = find(b"u", pos + 1)
-    if pos >= 0:
-        pos = find(_ESCAPE, pos - 1)
-        while pos >= 0:
-            pos = find(_ESCAPE, line_of(pos))
 
 
 def _loads(data: bytes | str) -> Any:

@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loader.parse import (
-    MAX_PLAIN_U,
     MAX_TIME_MS,
     MIN_TIME_MS,
     BatchResult,
@@ -28,6 +27,7 @@ from loader.parse import (
     parse_trade_event,
     scan_batch,
 )
+from loader.scan import MAX_PLAIN_U
 from tests.loader.helpers import BASE_NS, DROP, real_frames, trade_event
 from wal.records import encode_record, frame
 

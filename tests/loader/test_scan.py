@@ -1,0 +1,122 @@
+"""loader.scan: the C scan (loader/_scan.c) and its Python reference give the same lines
+on every input, and those are the lines the per-line rules pick."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.mix import mix_texts
+from loader import scan
+from loader.parse import may_hold_trade
+from tests.loader.helpers import BASE_NS, real_frames
+from wal.records import FRAME_LINE_PREFIX, encode_record, frame, meta
+
+NOT_BUILT = (
+    "loader/_scan.c is not built (or is stale): install a C compiler (apt-get install gcc)"
+    " and run `make install`; without it the loader falls back to the slower Python scan"
+)
+
+# Pieces that make the rules' corner cases likely when strung together at random.
+PIECES = [
+    b"\n",
+    FRAME_LINE_PREFIX,
+    scan.TRADE_WORD,
+    scan.TRADE_WORD[:9],
+    scan.TRADE_WORD[9:],
+    b'\\"',
+    b'\\":',
+    b" ",
+    b"\t",
+    b"\r",
+    b"\\n",
+    b"\\t",
+    b"\\r",
+    b"\\x",
+    b":",
+    b"\\",
+    b"u",
+    b"\\u",
+    b'"b64"',
+    b'"b6',
+    b'4"',
+    b'"type":"meta"',
+    b'"type":"me',
+    b"new_market",
+    b"new_",
+    b"market_resolved",
+    b"market_reso",
+    b"lv",
+    b"la",
+    b"w_",
+    b'a"',
+    b'{"type":"frame"',
+    b"x" * 17,
+    b"y" * 33,
+]
+
+
+def c_lines(data: bytes) -> scan.Lines:
+    c = scan._C_LINES
+    assert c is not None, NOT_BUILT
+    return c(data)
+
+
+def test_the_accelerator_is_built_and_in_use() -> None:
+    assert scan.ACCELERATED and scan.lines is scan._C_LINES, NOT_BUILT
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(PIECES) | st.binary(max_size=20), max_size=40))
+def test_c_and_python_agree_on_any_bytes(pieces: list[bytes]) -> None:
+    data = b"".join(pieces)
+    assert c_lines(data) == scan.py_lines(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), min_size=1, max_size=30), st.integers(0, 40))
+def test_c_and_python_agree_at_every_alignment(pieces: list[bytes], pad: int) -> None:
+    """The C scan reads 16 bytes at a time, then byte by byte: needles on every boundary."""
+    data = b"z" * pad + b"".join(pieces)
+    assert c_lines(data) == scan.py_lines(data)
+
+
+def batch(lines: list[bytes]) -> bytes:
+    return b"".join(line + b"\n" for line in lines)
+
+
+def test_the_lines_are_the_per_line_rules_on_real_frames_and_the_mix() -> None:
+    records = [frame(BASE_NS, 1, 0, item["frame"]) for item in real_frames()]
+    records += [frame(BASE_NS, 1, 0, item["frame"].encode()) for item in real_frames()]
+    records += [frame(BASE_NS + i, 1, i, text) for i, text in enumerate(mix_texts(3000))]
+    records.append(meta(BASE_NS, "https://gamma.example/markets", json.dumps({"id": "1"})))
+    random.Random(7).shuffle(records)
+    lines = [encode_record(record).rstrip(b"\n") for record in records]
+    data = batch(lines)
+    found = c_lines(data)
+    assert found == scan.py_lines(data)
+    starts = [0]
+    for line in lines[:-1]:
+        starts.append(starts[-1] + len(line) + 1)
+    framed = [line.startswith(FRAME_LINE_PREFIX) for line in lines]
+    assert (found.records, found.frames) == (len(lines), sum(framed))
+    expected = [
+        start
+        for start, line, is_frame in zip(starts, lines, framed, strict=True)
+        if may_hold_trade(line) or not is_frame
+    ]
+    assert found.decode == expected
+    markets = [s for s, line in zip(starts, lines, strict=True) if b"new_market" in line]
+    assert set(markets) <= set(found.markets) and found.markets
+
+
+def test_a_frames_only_batch_decodes_only_the_trade_lines() -> None:
+    texts = mix_texts(500)
+    lines = [encode_record(frame(BASE_NS, 1, i, t)).rstrip(b"\n") for i, t in enumerate(texts)]
+    found = c_lines(batch(lines))
+    trades = [i for i, t in enumerate(texts) if '"event_type":"last_trade_price"' in t]
+    assert len(found.decode) == len(trades) > 0
+    assert found.markets == [] and found.frames == found.records == 500
