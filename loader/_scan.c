@@ -16,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
 #include <Python.h>
+#include <limits.h>
 #include <string.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -215,6 +216,225 @@ static PyObject *lines(PyObject *self, PyObject *arg) {
     return result;
 }
 
+/* ---- trade(data, start, end): one trade frame line of the feed's usual shape ----
+ *
+ * The line data[start:end] as the writer writes a text frame,
+ *   {"type":"frame","ts_ns":D,"conn":D,"n":D,"text":"..."}
+ * whose text is one JSON object of string values with no escape but \" (printable
+ * ASCII), a last_trade_price event that loader.parse._fast_trade would take. Gives
+ *   (conn, ts_ns, ms, asset_id, side, price, size, market, fee_rate_bps, tx_hash)
+ * with fee_rate_bps and tx_hash None when absent or empty, or None for anything else,
+ * which then takes the Python path. The checks are _fast_trade's: a plain decimal
+ * price of at most 1 and size, a timestamp of at most 16 digits within the accepted
+ * range, a record time within it, ids of 1 to 256 characters.
+ */
+
+#define MAX_NUMBER_CHARS 64
+#define MAX_TEXT_CHARS 256
+#define MAX_STAMP_DIGITS 16
+static const long long MIN_TIME_MS = 1577836800000LL;
+static const long long MAX_TIME_MS = 4102444800000LL;
+
+typedef struct {
+    const char *p;
+    Py_ssize_t len;
+    int seen;
+} Field;
+
+enum { F_EVENT, F_ASSET, F_MARKET, F_PRICE, F_SIZE, F_SIDE, F_STAMP, F_FEE, F_TX, N_FIELDS };
+static const char *const FIELD_NAMES[N_FIELDS] = {
+    "event_type", "asset_id", "market", "price", "size",
+    "side", "timestamp", "fee_rate_bps", "transaction_hash",
+};
+
+static int literal(const char **p, const char *end, const char *text) {
+    size_t n = strlen(text);
+    if ((size_t)(end - *p) < n || memcmp(*p, text, n) != 0)
+        return 0;
+    *p += n;
+    return 1;
+}
+
+/* A JSON integer that fits in 63 bits: no sign, no leading zero. */
+static int integer(const char **p, const char *end, long long *out) {
+    const char *q = *p;
+    long long v = 0;
+    for (; q < end && *q >= '0' && *q <= '9'; q++) {
+        if (v > (LLONG_MAX - (*q - '0')) / 10)
+            return 0;
+        v = v * 10 + (*q - '0');
+    }
+    if (q == *p || (q - *p > 1 && **p == '0'))
+        return 0;
+    *p = q;
+    *out = v;
+    return 1;
+}
+
+static int equals(const Field *f, const char *text) {
+    return f->seen && (size_t)f->len == strlen(text) && memcmp(f->p, text, (size_t)f->len) == 0;
+}
+
+/* values.plain_decimal: digits with at most one point, at most MAX_NUMBER_CHARS. */
+static int plain_decimal(const Field *f, double *out) {
+    if (!f->seen || f->len == 0 || f->len > MAX_NUMBER_CHARS)
+        return 0;
+    int points = 0, digits = 0;
+    for (Py_ssize_t i = 0; i < f->len; i++) {
+        char c = f->p[i];
+        if (c == '.' && !points)
+            points = 1;
+        else if (c >= '0' && c <= '9')
+            digits++;
+        else
+            return 0;
+    }
+    if (!digits)
+        return 0;
+    char text[MAX_NUMBER_CHARS + 1];
+    memcpy(text, f->p, (size_t)f->len);
+    text[f->len] = 0;
+    char *rest;
+    double v = PyOS_string_to_double(text, &rest, NULL); /* float(text), exactly */
+    if (v == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (*rest)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static int plain_id(const Field *f) { return f->seen && f->len > 0 && f->len <= MAX_TEXT_CHARS; }
+
+/* The event's fields from the unescaped text; 0 for any other shape. */
+static int event_fields(const char *p, const char *end, Field *fields) {
+#define SKIP() while (p < end && *p == ' ') p++
+    SKIP();
+    if (p == end || *p++ != '{')
+        return 0;
+    for (int first = 1;; first = 0) {
+        SKIP();
+        if (first && p < end && *p == '}') {
+            p++;
+            break;
+        }
+        if (p == end || *p++ != '"')
+            return 0;
+        const char *key = p;
+        while (p < end && *p != '"')
+            p++;
+        if (p == end)
+            return 0;
+        Py_ssize_t key_len = p++ - key;
+        SKIP();
+        if (p == end || *p++ != ':')
+            return 0;
+        SKIP();
+        if (p == end || *p++ != '"')
+            return 0;
+        const char *value = p;
+        while (p < end && *p != '"')
+            p++;
+        if (p == end)
+            return 0;
+        Py_ssize_t value_len = p++ - value;
+        for (int i = 0; i < N_FIELDS; i++) {
+            if ((size_t)key_len == strlen(FIELD_NAMES[i]) &&
+                memcmp(key, FIELD_NAMES[i], (size_t)key_len) == 0) {
+                if (fields[i].seen)
+                    return 0; /* a repeated key: leave it to the JSON decoder's rule */
+                fields[i] = (Field){value, value_len, 1};
+            }
+        }
+        SKIP();
+        if (p < end && *p == ',') {
+            p++;
+            continue;
+        }
+        if (p == end || *p++ != '}')
+            return 0;
+        break;
+    }
+    SKIP();
+    return p == end;
+#undef SKIP
+}
+
+static PyObject *text_or_none(const Field *f) {
+    if (!f->seen || f->len == 0)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeASCII(f->p, f->len, NULL);
+}
+
+static PyObject *trade(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer buf;
+    Py_ssize_t start, stop;
+    if (!PyArg_ParseTuple(args, "y*nn", &buf, &start, &stop))
+        return NULL;
+    if (start < 0 || stop > buf.len || start > stop) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "start and end must lie within the data");
+        return NULL;
+    }
+    const char *p = (const char *)buf.buf + start, *end = (const char *)buf.buf + stop;
+    long long ts_ns, conn, n;
+    char small[2048], *text = small;
+    PyObject *result = NULL;
+    if (!literal(&p, end, "{\"type\":\"frame\",\"ts_ns\":") || !integer(&p, end, &ts_ns) ||
+        !literal(&p, end, ",\"conn\":") || !integer(&p, end, &conn) ||
+        !literal(&p, end, ",\"n\":") || !integer(&p, end, &n) ||
+        !literal(&p, end, ",\"text\":\"") || end - p < 2 || end[-1] != '}' || end[-2] != '"')
+        goto decline;
+    const char *body_end = end - 2;
+    if (body_end - p > (Py_ssize_t)sizeof(small) && !(text = PyMem_Malloc((size_t)(body_end - p))))
+        goto decline;
+    char *t = text;
+    for (const char *q = p; q < body_end; q++) { /* undo the one escape allowed */
+        unsigned char c = (unsigned char)*q;
+        if (c == '\\' && q + 1 < body_end && q[1] == '"')
+            *t++ = *++q;
+        else if (c < 0x20 || c >= 0x7f || c == '\\' || c == '"')
+            goto decline;
+        else
+            *t++ = (char)c;
+    }
+    Field f[N_FIELDS];
+    memset(f, 0, sizeof(f));
+    double price, size;
+    if (!event_fields(text, t, f) || !equals(&f[F_EVENT], "last_trade_price") ||
+        !(equals(&f[F_SIDE], "BUY") || equals(&f[F_SIDE], "SELL")) ||
+        !plain_decimal(&f[F_PRICE], &price) || price > 1.0 || !plain_decimal(&f[F_SIZE], &size) ||
+        !f[F_STAMP].seen || f[F_STAMP].len == 0 || f[F_STAMP].len > MAX_STAMP_DIGITS)
+        goto decline;
+    long long ms = 0;
+    for (Py_ssize_t i = 0; i < f[F_STAMP].len; i++) {
+        char c = f[F_STAMP].p[i];
+        if (c < '0' || c > '9')
+            goto decline;
+        ms = ms * 10 + (c - '0');
+    }
+    if (ms < MIN_TIME_MS || ms > MAX_TIME_MS || ts_ns < MIN_TIME_MS * 1000000LL ||
+        !plain_id(&f[F_ASSET]) || !plain_id(&f[F_MARKET]) ||
+        (f[F_TX].len > 0 && !plain_id(&f[F_TX])))
+        goto decline; /* ts_ns < 2**63 is far below MAX_TIME_MS in nanoseconds */
+    result = Py_BuildValue("(LLLNsddNNN)", conn, ts_ns, ms,
+                           PyUnicode_DecodeASCII(f[F_ASSET].p, f[F_ASSET].len, NULL),
+                           f[F_SIDE].len == 3 ? "BUY" : "SELL", price, size,
+                           PyUnicode_DecodeASCII(f[F_MARKET].p, f[F_MARKET].len, NULL),
+                           text_or_none(&f[F_FEE]), text_or_none(&f[F_TX]));
+    goto done;
+decline:
+    result = Py_NewRef(Py_None);
+done:
+    if (text != small)
+        PyMem_Free(text);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
 static PyObject *constants(void) {
     PyObject *needles = PyTuple_New(0);
     for (size_t i = 0; needles != NULL && i < N_NEEDLES; i++) {
@@ -237,6 +457,8 @@ static PyObject *constants(void) {
 static PyMethodDef methods[] = {
     {"lines", lines, METH_O,
      "lines(data) -> (records, frames, decode, markets): see loader/scan.py."},
+    {"trade", trade, METH_VARARGS,
+     "trade(data, start, end) -> the fields of a feed-shaped trade line, or None."},
     {NULL, NULL, 0, NULL},
 };
 

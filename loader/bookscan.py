@@ -33,12 +33,17 @@ from loader.values import InvalidTrade
 
 
 def scan_books(
-    batch: bytes | Sequence[bytes], *, segment: str = "", offset: int = 0
+    batch: bytes | Sequence[bytes],
+    *,
+    segment: str = "",
+    offset: int = 0,
+    found: Any = None,
 ) -> tuple[BatchResult, BookResult]:
     """Parse one zstd frame's records into trades and book rows, decoding each line once.
 
     The trades, errors and counts are those :func:`loader.parse.scan_batch` gives for the
-    same bytes. Raises ValueError on a line that is no record.
+    same bytes. Raises ValueError on a line that is no record. ``found`` (what
+    loader.scan.lines gave) is not needed: every line is decoded here.
     """
     data = batch if isinstance(batch, bytes) else b"".join(line + b"\n" for line in batch)
     if data and not data.endswith(b"\n"):

@@ -31,6 +31,8 @@ from loader.gaps import Gap
 from loader.markets import MarketObservation, scan_markets
 from loader.parse import PARSER_VERSION, BatchResult, ParseError, TradeRow, scan_batch
 from loader.prefetch import Prefetch
+from loader.scan import Lines
+from loader.scan import lines as scan_lines
 from loader.store import Pending, SegmentState
 from wal import CorruptSegmentError, SegmentReader
 
@@ -41,6 +43,7 @@ DEFAULT_BATCH_TRADES = 20_000  # trades per transaction; see bench/loader.py
 # Commit at least every this many zstd frames, so a segment with few trades still
 # advances its committed offset (and a crash re-reads little).
 MAX_FRAMES_PER_TXN = 2_000
+READ_AHEAD = 4  # zstd frames read, decompressed and scanned ahead of their decoding
 MAX_LOGGED_ERRORS = 5  # invalid trades logged per segment; the rest are only counted
 # Book rows per transaction with --books: price changes stream into their COPY, the
 # others are buffered until it is done (one COPY at a time per connection).
@@ -78,8 +81,8 @@ def read_batches(path: Path, start: int, parser: Parser) -> Iterator[tuple[int, 
     SegmentChangedError when the file shrinks or is rewritten while it is read; OSError
     when it cannot be read. The parser gets each frame's bytes, whole lines.
     """
-    for end, data, result in _scanned(path, start, parser.scan):
-        result.markets = scan_markets(data, result.market_lines)
+    for end, data, found, result in _scanned(path, start, parser.scan):
+        result.markets = scan_markets(data, found.markets)
         yield end, result
 
 
@@ -88,22 +91,32 @@ Both = tuple[BatchResult, BookResult]
 
 def read_book_batches(path: Path, start: int, parser: Parser) -> Iterator[tuple[int, Both]]:
     """As :func:`read_batches`, with each frame's trades and book rows."""
-    for end, data, result in _scanned(path, start, parser.scan_books):
-        result[0].markets = scan_markets(data)
+    for end, data, found, result in _scanned(path, start, parser.scan_books):
+        result[0].markets = scan_markets(data, found.markets)
         yield end, result
 
 
-def _scanned(path: Path, start: int, scan: Callable[..., T]) -> Iterator[tuple[int, bytes, T]]:
-    """``(end_offset, bytes, scan(bytes))`` per zstd frame; a line that is no record makes
-    the segment corrupt at that frame."""
-    for batch in SegmentReader(path, tolerate_torn_tail=False).batches(start):
-        try:
-            result = scan(batch.data, segment=path.name, offset=batch.offset)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise CorruptSegmentError(
-                path, batch.offset, f"a line is not a record: {exc}"
-            ) from None
-        yield batch.end, batch.data, result
+def _scanned(
+    path: Path, start: int, scan: Callable[..., T]
+) -> Iterator[tuple[int, bytes, Lines, T]]:
+    """``(end_offset, bytes, lines, scan(bytes))`` per zstd frame; a line that is no record
+    makes the segment corrupt at that frame.
+
+    Reading, decompressing and finding the lines worth decoding (loader.scan) run a few
+    frames ahead in a thread: all three release the GIL, so they overlap the decoding
+    in Python. Errors reach the caller in order, after the frames before them.
+    """
+    reader = SegmentReader(path, tolerate_torn_tail=False)
+    ahead = ((batch, scan_lines(batch.data)) for batch in reader.batches(start))
+    with Prefetch(ahead, depth=READ_AHEAD) as batches:
+        for batch, found in batches:
+            try:
+                result = scan(batch.data, segment=path.name, offset=batch.offset, found=found)
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise CorruptSegmentError(
+                    path, batch.offset, f"a line is not a record: {exc}"
+                ) from None
+            yield batch.end, batch.data, found, result
 
 
 class SegmentLoader:

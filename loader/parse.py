@@ -24,6 +24,8 @@ from typing import Any, NamedTuple
 import orjson
 
 from loader import scan, values
+from loader.scan import B64_KEY, ESCAPE, TRADE_VALUE_RE
+from loader.scan import TRADE_WORD as TRADE_WORD  # the prefilter's word, named here too
 from loader.values import (
     KNOWN_FEES,
     MAX_TIME_MS,
@@ -46,13 +48,6 @@ CONTROL_TEXTS = frozenset({"PONG", "INVALID OPERATION", "NO NEW ASSETS"})
 MAX_CACHED_PRICES = 16_384
 _PRICE_BY_TEXT: dict[str, float] = {}
 _new_row = tuple.__new__  # TradeRow(...) less the call of its Python-level __new__
-
-
-# The byte-level prefilter (see may_hold_trade, scan_batch and loader.scan).
-TRADE_WORD = scan.TRADE_WORD
-_TRADE_VALUE_RE = scan.TRADE_VALUE_RE
-_ESCAPE = scan.ESCAPE
-_B64_KEY = scan.B64_KEY
 
 
 class TradeRow(NamedTuple):
@@ -98,7 +93,6 @@ class BatchResult:
     others: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     sources: list[tuple[int, int, int]] = field(default_factory=list)
     last_frame_ns: int | None = None
-    market_lines: list[int] = field(default_factory=list)  # loader.scan.Lines.markets
 
 
 def parse_trade_event(event: dict[str, Any], *, received_ns: int | None = None) -> TradeRow | None:
@@ -226,6 +220,22 @@ def _fast_trade(event: dict[str, Any], received_ns: Any) -> TradeRow | None:
     )
 
 
+def row_of(fields: tuple[Any, ...]) -> TradeRow | None:
+    """The row of a trade line from the fields loader.scan.trade_fields gave (what
+    _fast_trade gives for that event); None for a fee rate not seen yet."""
+    _conn, ts_ns, ms, token, side, price, size, market, fee_text, tx = fields
+    if fee_text is None:
+        fee_rate = None
+    else:
+        fee_rate = KNOWN_FEES.get(fee_text)
+        if fee_rate is None:  # parse_trade_event checks it first, then remembers it
+            return None
+    received = from_us(ts_ns // 1000)
+    return _new_row(
+        TradeRow, (from_ms(ms), token, side, price, size, None, market, fee_rate, tx, received)
+    )
+
+
 def may_hold_trade(line: bytes) -> bool:
     """False only when the raw WAL line provably holds no ``last_trade_price`` event.
 
@@ -233,11 +243,15 @@ def may_hold_trade(line: bytes) -> bool:
     escape could spell them differently and base64 hides them, so either means True.
     Every other occurrence followed by an (escaped) quote and a colon is a key.
     """
-    return bool(_TRADE_VALUE_RE.search(line) or _ESCAPE in line or _B64_KEY in line)
+    return bool(TRADE_VALUE_RE.search(line) or ESCAPE in line or B64_KEY in line)
 
 
 def scan_batch(
-    batch: bytes | Sequence[bytes], *, segment: str = "", offset: int = 0
+    batch: bytes | Sequence[bytes],
+    *,
+    segment: str = "",
+    offset: int = 0,
+    found: scan.Lines | None = None,
 ) -> BatchResult:
     """Parse one zstd frame's records: its bytes (whole lines, each ending in ``\\n``),
     or its lines without their ``\\n``. Raises ValueError on a line that is no record.
@@ -250,15 +264,26 @@ def scan_batch(
     may_hold_trade holds for it. Each test of may_hold_trade is for bytes that cannot
     span a newline (the key-tail class leaves raw newlines out), so searching the whole
     batch once for each and taking the lines the hits fall in finds the same lines
-    (loader.scan, in C where it is built).
+    (loader.scan, in C where it is built). ``found``: what loader.scan.lines gave for
+    these bytes, when the caller already asked.
     """
     data = batch if isinstance(batch, bytes) else b"".join(line + b"\n" for line in batch)
     if data and not data.endswith(b"\n"):
         raise ValueError("a batch is whole lines, each ending in a newline")
-    found = scan.lines(data)
-    result = BatchResult(records=found.records, frames=found.frames, market_lines=found.markets)
+    if found is None:
+        found = scan.lines(data)
+    result = BatchResult(records=found.records, frames=found.frames)
+    fast = scan.trade_fields
     for start in found.decode:
-        line = data[start : data.index(b"\n", start)]
+        end = data.index(b"\n", start)
+        fields = fast(data, start, end) if fast is not None else None
+        if fields is not None:
+            row = row_of(fields)
+            if row is not None:  # a frame line, so the frame count stands
+                result.sources.append((len(result.rows), fields[0], fields[1]))
+                result.rows.append(row)
+                continue
+        line = data[start:end]
         if line.startswith(FRAME_LINE_PREFIX):
             result.frames -= 1  # counted from its bytes above; counted by its type below
         record = _decode_record(line)

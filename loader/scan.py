@@ -12,6 +12,9 @@ decoding by byte searches over the whole batch, each of which cannot span a line
   type, for coverage, or no record at all, which makes the segment corrupt);
 - for market metadata (``markets``): a line holding one of :data:`MARKET_NEEDLES`.
 
+Of the trade lines, most are one trade event as the feed sends it; :data:`trade_fields`
+reads those in C without decoding them into Python objects first.
+
 The searches run in C (``loader/_scan.c``, built by ``pip install`` where a C compiler
 is) or else in Python (:func:`py_lines`), with the same answers on every input:
 tests/loader/test_scan.py holds the two together. :data:`ACCELERATED` says which.
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from wal.records import FRAME_LINE_PREFIX, count_frame_lines, count_lines
 
@@ -133,3 +136,12 @@ def _c_lines() -> Callable[[bytes], Lines] | None:
 _C_LINES = _c_lines()
 ACCELERATED = _C_LINES is not None
 lines: Callable[[bytes], Lines] = _C_LINES or py_lines
+# trade_fields(data, start, end): for the line data[start:end] when it is a text frame of
+# one trade event shaped as the feed sends it, (conn, ts_ns, ms, asset_id, side, price,
+# size, market, fee_rate_bps, transaction_hash) as loader.parse._fast_trade reads them;
+# else None (and always None without the C build), and the line is decoded in Python.
+trade_fields: Callable[[bytes, int, int], tuple[Any, ...] | None] | None = None
+if ACCELERATED:
+    from loader import _scan  # type: ignore[attr-defined]
+
+    trade_fields = _scan.trade

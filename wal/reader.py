@@ -33,6 +33,9 @@ MAX_BATCH_BYTES = 1 << 30
 # Small reads (frame and block headers) fetch this much: one page, and a whole small
 # segment in one read, without reading much of a big one just to walk its headers.
 READ_WINDOW = 4096
+# Reading every batch, fetch this much at once: the headers of the next frames and their
+# bytes come in one read (fewer system calls, each of which lets another thread run).
+BATCHES_WINDOW = 1 << 20
 ZSTD_FRAME_MAGIC = zframe.ZSTD_MAGIC.to_bytes(4, "little")
 
 
@@ -69,12 +72,14 @@ class Batch:
 class SegmentFile:
     """A segment opened for ordinary reads, seen at the size it had when opened.
 
-    Slicing it reads those bytes (``pread``), so frame_end can walk headers in place.
-    A read that ends early means the file shrank: SegmentChangedError.
+    Slicing it reads those bytes (``pread``), so frame_end can walk headers in place;
+    a read shorter than ``window`` fetches ``window`` bytes and answers the next from
+    them. A read that ends early means the file shrank: SegmentChangedError.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, window: int = READ_WINDOW) -> None:
         self.path = path if isinstance(path, Path) else Path(path)
+        self.window = window
         self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             st = os.fstat(self.fd)
@@ -124,10 +129,10 @@ class SegmentFile:
         window_end = self._window_start + len(self._window)
         if self._window_start <= start and stop <= window_end:
             return self._window[start - self._window_start : stop - self._window_start]
-        if stop - start >= READ_WINDOW:
+        if stop - start >= self.window:
             return self._pread(start, stop - start)
         self._window_start = start
-        self._window = self._pread(start, min(READ_WINDOW, self.size - start))
+        self._window = self._pread(start, min(self.window, self.size - start))
         return self._window[: stop - start]
 
     def _pread(self, offset: int, count: int) -> bytes:
@@ -179,7 +184,7 @@ class SegmentReader:
         self.valid_end = start_offset
         self.torn_cause = None
         self._start = start_offset
-        with SegmentFile(self.path) as f:
+        with SegmentFile(self.path, window=BATCHES_WINDOW) as f:
             self._file = f
             size = len(f)
             if start_offset < 0 or start_offset > size:

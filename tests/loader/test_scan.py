@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.mix import mix_texts
 from loader import scan
-from loader.parse import may_hold_trade
+from loader.parse import TradeRow, _decode_record, may_hold_trade, parse_frame, row_of
 from tests.loader.helpers import BASE_NS, real_frames
-from wal.records import FRAME_LINE_PREFIX, encode_record, frame, meta
+from tests.loader.test_parse import feed_like
+from wal.records import FRAME_LINE_PREFIX, encode_frame, encode_record, frame, meta
 
 NOT_BUILT = (
     "loader/_scan.c is not built (or is stale): install a C compiler (apt-get install gcc)"
@@ -56,6 +59,21 @@ PIECES = [
     b'{"type":"frame"',
     b"x" * 17,
     b"y" * 33,
+]
+
+TRADE_PIECES = [
+    b'{"type":"frame","ts_ns":1786728467000000000,"conn":1,"n":0,"text":"',
+    b'{\\"event_type\\":\\"last_trade_price\\"',
+    b'\\"price\\":\\"0.5\\"',
+    b'\\"size\\":\\"10\\"',
+    b'\\"side\\":\\"BUY\\"',
+    b'\\"timestamp\\":\\"1786728467000\\"',
+    b'\\"asset_id\\":\\"1\\"',
+    b'\\"market\\":\\"0x1\\"',
+    b'\\"fee_rate_bps\\":\\"0\\"',
+    b",",
+    b"}",
+    b'}"}',
 ]
 
 
@@ -120,3 +138,75 @@ def test_a_frames_only_batch_decodes_only_the_trade_lines() -> None:
     trades = [i for i, t in enumerate(texts) if '"event_type":"last_trade_price"' in t]
     assert len(found.decode) == len(trades) > 0
     assert found.markets == [] and found.frames == found.records == 500
+
+
+# trade_fields: the C reading of a trade line against the Python path's row.
+def python_rows(line: bytes) -> Any:
+    try:
+        return parse_frame(_decode_record(line))[0]
+    except ValueError as exc:
+        return str(exc)
+
+
+def c_rows(line: bytes) -> list[TradeRow] | None:
+    assert scan.trade_fields is not None, NOT_BUILT
+    fields = scan.trade_fields(line + b"\n", 0, len(line))
+    if fields is None:
+        return None
+    row = row_of(fields)
+    return None if row is None else [row]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    event=feed_like,
+    ts_ns=st.integers(0, 2**64) | st.just(BASE_NS),
+    conn=st.integers(0, 2**63),
+    compact=st.booleans(),
+    wrap=st.sampled_from(["{}", "[{}]", " {} ", "{}x"]),
+)
+def test_trade_fields_give_the_python_row_or_leave_the_line_to_it(
+    event: dict[str, Any], ts_ns: int, conn: int, compact: bool, wrap: str
+) -> None:
+    text = json.dumps(event, separators=(",", ":") if compact else None)
+    text = wrap.replace("{}", text, 1)
+    line = encode_frame(ts_ns, conn, 0, text).rstrip(b"\n")
+    expected = python_rows(line)  # first: it remembers the fee rates it accepted
+    got = c_rows(line)
+    if got is not None:
+        assert got == expected
+        assert [type(v) for v in got[0]] == [type(v) for v in expected[0]]
+        assert scan.trade_fields(line, 0, len(line))[:2] == (conn, ts_ns)  # type: ignore[index,misc]
+
+
+@settings(max_examples=500, deadline=None)
+@given(line=st.lists(st.sampled_from(PIECES + TRADE_PIECES) | st.binary(max_size=8), max_size=30))
+def test_trade_fields_never_take_a_line_python_reads_otherwise(line: list[bytes]) -> None:
+    data = b"".join(line).replace(b"\n", b" ")
+    got = c_rows(data)
+    if got is not None:
+        assert got == python_rows(data)
+
+
+def test_trade_fields_take_the_feed_s_trades() -> None:
+    taken = 0
+    for i, text in enumerate(mix_texts(2000)):
+        line = encode_frame(BASE_NS + i, 1, i, text).rstrip(b"\n")
+        if '"event_type":"last_trade_price"' in text:
+            expected = python_rows(line)  # first: it remembers the fee rates it accepted
+            assert c_rows(line) == expected != []
+            taken += 1
+    assert taken > 50
+    for item in real_frames():
+        line = encode_frame(BASE_NS, 1, 0, item["frame"]).rstrip(b"\n")
+        rows = python_rows(line)
+        if rows and not isinstance(rows, str) and not item["frame"].startswith("["):
+            assert c_rows(line) == rows
+
+
+def test_trade_fields_refuse_bounds_outside_the_data() -> None:
+    assert scan.trade_fields is not None, NOT_BUILT
+    with pytest.raises(ValueError):
+        scan.trade_fields(b"abc", 2, 9)
+    with pytest.raises(ValueError):
+        scan.trade_fields(b"abc", -1, 2)
