@@ -21,6 +21,9 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 static const char FRAME_PREFIX[] = "{\"type\":\"frame\",";
 static const char TRADE_WORD[] = "last_trade_price";
@@ -136,27 +139,49 @@ static inline int is_anchor(const char *p) {
     return 0;
 }
 
+/* The vector loop, for 16 bytes (SSE2) or 32 (AVX2) at a time: returns where the
+ * byte-by-byte tail starts. V: the vector type; P: the intrinsics' prefix. */
+#define VECTOR_SCAN(V, W, P, SI)                                                              \
+    Py_ssize_t q = 0;                                                                         \
+    V nl = P##_set1_epi8('\n'), first[N_NEEDLES], second[N_NEEDLES];                          \
+    for (size_t i = 0; i < N_NEEDLES; i++) {                                                  \
+        first[i] = P##_set1_epi8(NEEDLES[i].text[NEEDLES[i].anchor]);                         \
+        second[i] = P##_set1_epi8(NEEDLES[i].text[NEEDLES[i].anchor + 1]);                    \
+    }                                                                                         \
+    for (; q + W + 1 <= s->size; q += W) {                                                    \
+        V a = P##_loadu_##SI((const V *)(s->data + q));                                       \
+        V b = P##_loadu_##SI((const V *)(s->data + q + 1));                                   \
+        V hit = P##_cmpeq_epi8(a, nl);                                                        \
+        for (size_t i = 0; i < N_NEEDLES; i++)                                                \
+            hit = P##_or_##SI(hit, P##_and_##SI(P##_cmpeq_epi8(a, first[i]),                  \
+                                                P##_cmpeq_epi8(b, second[i])));               \
+        unsigned bits = (unsigned)P##_movemask_epi8(hit);                                     \
+        while (bits) {                                                                        \
+            visit(s, q + __builtin_ctz(bits));                                                \
+            bits &= bits - 1;                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+    return q;
+
+#ifdef __SSE2__
+static Py_ssize_t scan_sse2(Scan *s) { VECTOR_SCAN(__m128i, 16, _mm, si128) }
+#endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#define HAVE_AVX2 1
+__attribute__((target("avx2"))) static Py_ssize_t scan_avx2(Scan *s) {
+    VECTOR_SCAN(__m256i, 32, _mm256, si256)
+}
+#endif
+
 static void scan(Scan *s) {
     Py_ssize_t q = 0;
+#ifdef HAVE_AVX2
+    if (__builtin_cpu_supports("avx2"))
+        q = scan_avx2(s);
+    else
+#endif
 #ifdef __SSE2__
-    __m128i nl = _mm_set1_epi8('\n'), first[N_NEEDLES], second[N_NEEDLES];
-    for (size_t i = 0; i < N_NEEDLES; i++) {
-        first[i] = _mm_set1_epi8(NEEDLES[i].text[NEEDLES[i].anchor]);
-        second[i] = _mm_set1_epi8(NEEDLES[i].text[NEEDLES[i].anchor + 1]);
-    }
-    for (; q + 17 <= s->size; q += 16) {
-        __m128i a = _mm_loadu_si128((const __m128i *)(s->data + q));
-        __m128i b = _mm_loadu_si128((const __m128i *)(s->data + q + 1));
-        __m128i hit = _mm_cmpeq_epi8(a, nl);
-        for (size_t i = 0; i < N_NEEDLES; i++)
-            hit = _mm_or_si128(hit, _mm_and_si128(_mm_cmpeq_epi8(a, first[i]),
-                                                  _mm_cmpeq_epi8(b, second[i])));
-        unsigned bits = (unsigned)_mm_movemask_epi8(hit);
-        while (bits) {
-            visit(s, q + __builtin_ctz(bits));
-            bits &= bits - 1;
-        }
-    }
+        q = scan_sse2(s);
 #endif
     for (; q < s->size; q++)
         if (s->data[q] == '\n' || (q + 1 < s->size && is_anchor(s->data + q)))
@@ -464,7 +489,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "loader._scan",
                                     "The loader's batch scan in C (loader/scan.py).", -1,
-                                    methods};
+                                    methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__scan(void) {
     PyObject *m = PyModule_Create(&module);

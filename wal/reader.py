@@ -223,6 +223,9 @@ class SegmentReader:
             self.valid_end = batch.end
             pos = batch.end
             yield batch
+        change = f.change(growing_ok=self.tolerant)  # reads come from a window: look once more
+        if change is not None:
+            raise SegmentChangedError(self.path, pos, change)
         if not self.tolerant and last_line is not None:
             last_type = _record_type(last_line)
             if last_type is not None and last_type != "seal":
