@@ -220,7 +220,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "wal._encode",
                                     "The writer's batch encoding in C (wal.records).", -1,
-                                    methods};
+                                    methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__encode(void) {
     init_extra();
