@@ -10,5 +10,6 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension("loader._scan", ["loader/_scan.c"], optional=True),
+        Extension("wal._encode", ["wal/_encode.c"], optional=True),
     ]
 )

@@ -26,6 +26,12 @@ _TS, _CONN, _N, _TEXT = (itemgetter(i) for i in range(4))
 # a record's key order with "type" first. Tools count frames from bytes with it.
 FRAME_LINE_PREFIX = b'{"type":"frame",'
 
+try:
+    from wal._encode import frames as _c_frames
+except ImportError:  # no C compiler where it was installed: the Python way
+    _c_frames = None
+ACCELERATED = _c_frames is not None
+
 _encode_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _encode_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
@@ -98,9 +104,22 @@ def encode_frame(ts_ns: int, conn: int, n: int, message: str | bytes) -> bytes:
 
 
 def encode_frames(frames: list[RawFrame]) -> bytes:
-    """``b"".join(encode_frame(*f) for f in frames)``, byte for byte, in a few C calls
-    (orjson escapes a string exactly as ``json`` does with ``ensure_ascii=False``): the
-    writer thread encodes a whole batch at once, so the receive loop encodes nothing."""
+    """``b"".join(encode_frame(*f) for f in frames)``, byte for byte: the writer thread
+    encodes a whole batch at once, so the receive loop encodes nothing.
+
+    In C where it is built (wal/_encode.c), with the GIL released while the lines are
+    written, so the receive loop runs meanwhile; else in a few C calls of orjson (which
+    escapes a string exactly as ``json`` does with ``ensure_ascii=False``).
+    """
+    if _c_frames is not None and type(frames) is list:
+        lines = _c_frames(frames)
+        if lines is not None:  # None: binary, a lone surrogate or another odd item
+            return lines
+    return py_encode_frames(frames)
+
+
+def py_encode_frames(frames: list[RawFrame]) -> bytes:
+    """:func:`encode_frames` without the C encoder (the reference it is held to)."""
     try:
         escaped = map(orjson.dumps, map(_TEXT, frames))
         fields = zip(map(_TS, frames), map(_CONN, frames), map(_N, frames), escaped, strict=True)

@@ -1,8 +1,10 @@
 import json
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.flood import frame_pool
 from wal import records
 from wal.records import decode_line, encode_record
 
@@ -81,3 +83,43 @@ _frame_texts = st.one_of(
 def test_batch_frame_encoding_is_byte_identical(frames):
     expected = b"".join(encode_record(records.frame(*f)) for f in frames)
     assert records.encode_frames(frames) == expected
+
+
+NOT_BUILT = (
+    "wal/_encode.c is not built: install a C compiler (apt-get install gcc) and run"
+    " `make install`; without it capture encodes batches the slower Python way"
+)
+
+
+def test_the_c_encoder_is_built_and_in_use() -> None:
+    assert records.ACCELERATED, NOT_BUILT
+
+
+@settings(max_examples=1000)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(-(2**64), 2**64) | st.integers(0, 2**63 - 1),
+            st.integers(-5, 10**6),
+            st.integers(0, 2**40),
+            _frame_texts | st.sampled_from(['{"a":"\\\\"}', "\x00\x1f\x7f", "\ud800", "é\n"]),
+        ),
+        max_size=20,
+    )
+)
+def test_the_c_encoder_gives_the_python_bytes_or_leaves_the_batch_to_it(frames) -> None:
+    expected = records.py_encode_frames(frames)
+    assert records.encode_frames(frames) == expected
+    assert expected == b"".join(encode_record(records.frame(*f)) for f in frames)
+
+
+def test_the_c_encoder_takes_the_feed_s_frames_and_refuses_what_is_not_a_frame_list() -> None:
+    frames = [
+        (1_786_728_467_000_000_000 + i, 1, i, text) for i, text in enumerate(frame_pool(500, 3))
+    ]
+    assert records._c_frames is not None, NOT_BUILT
+    assert records._c_frames(frames) == records.py_encode_frames(frames)
+    assert records._c_frames([(1, 2, 3)]) is None
+    assert records._c_frames([(1, 2, 3, b"binary")]) is None
+    with pytest.raises(TypeError):
+        records._c_frames(tuple(frames))
