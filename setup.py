@@ -11,5 +11,6 @@ setup(
     ext_modules=[
         Extension("loader._scan", ["loader/_scan.c"], optional=True),
         Extension("wal._encode", ["wal/_encode.c"], optional=True),
+        Extension("capture._marks", ["capture/_marks.c"], optional=True),
     ]
 )

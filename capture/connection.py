@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "polymarket-capture/0.1"
 _JSON_HEADS = ("{", "[")  # a frame starting with these is market data (unless "[]")
-_MARKS = (protocol.NEW_MARKET_MARK, protocol.RESOLVED_MARK)
 
 __all__ = ["ConnStats", "Connection", "OpenGate", "Sink", "State"]
 
@@ -291,7 +290,7 @@ class Connection:
         now_ns = time.time_ns
         listening = self.on_new_market is not None or self.on_resolved is not None
         watch = self.custom_features and listening
-        new_mark, resolved_mark = _MARKS
+        marked = protocol.marked
         n = 0
 
         def on_message(message: str | bytes) -> None:
@@ -303,7 +302,7 @@ class Connection:
                 # str.isascii() is O(1) on CPython (a flag): only non-ASCII text is encoded
                 stats.bytes += len(message) if message.isascii() else len(message.encode())
                 if message[:1] in _JSON_HEADS and message != "[]":
-                    if watch and (new_mark in message or resolved_mark in message):
+                    if watch and marked(message):
                         self._market_event(message)
                     return
             else:
@@ -315,8 +314,8 @@ class Connection:
     def _not_data(self, message: str | bytes) -> None:
         kind = protocol.classify(message)
         if kind is protocol.FrameKind.DATA:  # JSON after leading whitespace
-            if self.custom_features and any(mark in message for mark in _MARKS):
-                self._market_event(message)  # type: ignore[arg-type]
+            if self.custom_features and isinstance(message, str) and protocol.marked(message):
+                self._market_event(message)
             return
         self.stats.not_data += 1
         self.core.control(kind)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 DEFAULT_URL = "wss://ws-subscriptions-clob.polymarket.com/ws/market"
 PING_TEXT = "PING"  # app-level keepalive; the server ignores WebSocket pings
@@ -17,6 +17,25 @@ MAX_ASSETS_PER_CONN = 500  # above this the server silently stops sending snapsh
 DEFAULT_ASSETS_PER_CONN = 200  # what well-behaved clients use
 NEW_MARKET_MARK = '"new_market"'  # cheap substring tests before parsing any JSON
 RESOLVED_MARK = '"market_resolved"'
+MARKS = (NEW_MARKET_MARK, RESOLVED_MARK)
+
+
+def py_marked(text: str) -> bool:
+    """Whether ``text`` holds one of MARKS: worth parsing for market events."""
+    return NEW_MARKET_MARK in text or RESOLVED_MARK in text
+
+
+def _c_marked() -> Callable[[str], bool] | None:
+    try:
+        from capture import _marks  # type: ignore[attr-defined]
+    except ImportError:  # no C compiler where it was installed: the Python way
+        return None
+    return _marks.marked if _marks.MARKS == MARKS else None  # a stale build: its own marks
+
+
+# marked(text): py_marked, in C where it is built (capture/_marks.c): the receive loop
+# asks it of every data frame.
+marked: Callable[[str], bool] = _c_marked() or py_marked
 
 
 class FrameKind(enum.Enum):
