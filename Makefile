@@ -1,5 +1,6 @@
 # Everything runs from .venv, created from the repo's own files. Needs only Python 3.11+
 # and the system's PostgreSQL binaries (initdb, pg_ctl, postgres) for tests and the demo,
+# a C compiler and Python's headers for the accelerators (setup.py; the tests need them),
 # and Node.js with npm for the TimescaleDB test server (scripts/tsdb, pinned by its lock).
 PYTHON ?= python3
 VENV := .venv
@@ -46,5 +47,6 @@ demo-stop: $(STAMP)
 
 clean:
 	-@[ -x $(BIN)/python ] && $(BIN)/python -m scripts.demo --stop >/dev/null 2>&1 || true
-	rm -rf $(VENV) $(TSDB)/node_modules .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(TSDB)/node_modules .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info build
+	rm -f */*.so
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -7,11 +7,9 @@ from hypothesis import strategies as st
 
 from bench.flood import frame_pool
 from capture import protocol
+from tests.accel import not_built
 
-NOT_BUILT = (
-    "capture/_marks.c is not built (or is stale): install a C compiler (apt-get install"
-    " gcc) and run `make install`; without it capture tests frames the slower Python way"
-)
+NOT_BUILT = not_built("capture/_marks.c", "capture tests frames the slower Python way")
 PIECES = [*protocol.MARKS, '"new_', 'market"', '"market_', "resolved", "_", '"', "é", "\ud800"]
 
 

@@ -14,14 +14,12 @@ from hypothesis import strategies as st
 from bench.mix import mix_texts
 from loader import scan
 from loader.parse import TradeRow, _decode_record, may_hold_trade, parse_frame, row_of
+from tests.accel import not_built
 from tests.loader.helpers import BASE_NS, real_frames
 from tests.loader.test_parse import feed_like
 from wal.records import FRAME_LINE_PREFIX, encode_frame, encode_record, frame, meta
 
-NOT_BUILT = (
-    "loader/_scan.c is not built (or is stale): install a C compiler (apt-get install gcc)"
-    " and run `make install`; without it the loader falls back to the slower Python scan"
-)
+NOT_BUILT = not_built("loader/_scan.c", "the loader scans the slower Python way")
 
 # Pieces that make the rules' corner cases likely when strung together at random.
 PIECES = [

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.flood import frame_pool
+from tests.accel import not_built
 from wal import records
 from wal.records import decode_line, encode_record
 
@@ -85,10 +86,7 @@ def test_batch_frame_encoding_is_byte_identical(frames):
     assert records.encode_frames(frames) == expected
 
 
-NOT_BUILT = (
-    "wal/_encode.c is not built: install a C compiler (apt-get install gcc) and run"
-    " `make install`; without it capture encodes batches the slower Python way"
-)
+NOT_BUILT = not_built("wal/_encode.c", "capture encodes batches the slower Python way")
 
 
 def test_the_c_encoder_is_built_and_in_use() -> None:
