@@ -6,7 +6,9 @@ measured in the same run.
   before) over the same directory.
 - ``mix_scan``: frames/s of the loader's scan (read, decompress, find and parse trades;
   no database) on a mix of ~5% trades and books/price changes, against bare zstd
-  decompression of the same segments.
+  decompression of the same segments; also the same scan without the C accelerator
+  (its Python twin, what a host without a C compiler gets) and a floor for any scan
+  written in Python (decompression plus one newline count, in one thread).
 - ``loader``: idle ``loader run`` CPU, ``loader status`` time and new-segment latency with
   a year of ``wal_segments`` rows and 20,000 files, against schema v1's poll
   (bench/archive_loader.py).
@@ -26,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import zstandard
 
@@ -36,6 +39,7 @@ from bench import archive_loader  # noqa: E402
 from bench.loader import write_wal  # noqa: E402
 from bench.mix import TRADE_SHARE, mix_texts, price_change_text  # noqa: E402
 from bench.results import write_section  # noqa: E402
+from loader import scan as loader_scan  # noqa: E402
 from loader.load import CURRENT_PARSER, read_batches  # noqa: E402
 from wal import SegmentReader  # noqa: E402
 from wal.naming import make_name  # noqa: E402
@@ -136,13 +140,18 @@ def mix_scan_section(tmp: Path, count: int) -> dict[str, Any]:
     directory.mkdir()
     wal_bytes = write_wal(directory, mix_texts(count))
     paths = sorted(directory.iterdir())
-    scans, bares, floors = [], [], []
+    scans, bares, floors, twins = [], [], [], []
     for _ in range(ROUNDS):  # interleaved, so all see the same machine
         scans.append(scan_rate(paths))
         bares.append(count / decompress_seconds(paths))
         floors.append(count / count_floor_seconds(paths))
+        with (
+            mock.patch.object(loader_scan, "lines", loader_scan.py_lines),
+            mock.patch.object(loader_scan, "trade_fields", None),
+        ):
+            twins.append(scan_rate(paths)[0])
     scan, frames, trades = max(scans)
-    bare, floor = max(bares), max(floors)
+    bare, floor, twin = max(bares), max(floors), max(twins)
     assert frames == count, (frames, count)
     print(f"mix scan: {scan:,.0f} frames/s; bare zstd {bare:,.0f} frames/s", file=sys.stderr)
     return {
@@ -156,9 +165,15 @@ def mix_scan_section(tmp: Path, count: int) -> dict[str, Any]:
         "ratio_means": "scan frames/s / bare decompression frames/s",
         "goal_frames_per_s": GOAL_SCAN,
         "python_floor": {
-            "what": "the reader's decompression plus one newline count: a Python scan's ceiling",
+            "what": "the reader's decompression plus one newline count, in one thread: the"
+            " ceiling of a scan written in Python",
             "frames_per_s": round(floor),
             "scan_ratio": round(scan / floor, 3),
+        },
+        "without_accelerator": {
+            "what": "the same scan by loader/scan.py and parse.py alone (no C build)",
+            "frames_per_s": round(twin),
+            "ratio": round(twin / bare, 3),
         },
     }
 

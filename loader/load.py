@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from loader import bookload, bookstore, carry, marketstore, store
+from loader import bookload, bookstore, carry, marketstore, scan, store
 from loader.books import BookResult
 from loader.bookscan import scan_books
 from loader.bookstore import BookPending
@@ -32,7 +32,6 @@ from loader.markets import MarketObservation, scan_markets
 from loader.parse import PARSER_VERSION, BatchResult, ParseError, TradeRow, scan_batch
 from loader.prefetch import Prefetch
 from loader.scan import Lines
-from loader.scan import lines as scan_lines
 from loader.store import Pending, SegmentState
 from wal import CorruptSegmentError, SegmentReader
 
@@ -97,21 +96,23 @@ def read_book_batches(path: Path, start: int, parser: Parser) -> Iterator[tuple[
 
 
 def _scanned(
-    path: Path, start: int, scan: Callable[..., T]
+    path: Path, start: int, parse_batch: Callable[..., T]
 ) -> Iterator[tuple[int, bytes, Lines, T]]:
-    """``(end_offset, bytes, lines, scan(bytes))`` per zstd frame; a line that is no record
-    makes the segment corrupt at that frame.
+    """``(end_offset, bytes, lines, parse_batch(bytes))`` per zstd frame; a line that is
+    no record makes the segment corrupt at that frame.
 
     Reading, decompressing and finding the lines worth decoding (loader.scan) run a few
     frames ahead in a thread: all three release the GIL, so they overlap the decoding
     in Python. Errors reach the caller in order, after the frames before them.
     """
     reader = SegmentReader(path, tolerate_torn_tail=False)
-    ahead = ((batch, scan_lines(batch.data)) for batch in reader.batches(start))
+    ahead = ((batch, scan.lines(batch.data)) for batch in reader.batches(start))
     with Prefetch(ahead, depth=READ_AHEAD) as batches:
         for batch, found in batches:
             try:
-                result = scan(batch.data, segment=path.name, offset=batch.offset, found=found)
+                result = parse_batch(
+                    batch.data, segment=path.name, offset=batch.offset, found=found
+                )
             except (UnicodeDecodeError, ValueError) as exc:
                 raise CorruptSegmentError(
                     path, batch.offset, f"a line is not a record: {exc}"
