@@ -155,7 +155,7 @@ def books_section(work: Path, frames: int = BOOK_FRAMES, trades: int = 300_000) 
         trades_on, _ = load(dsn, trades_dir)
         with psycopg.connect(dsn) as conn:
             conn.execute("TRUNCATE trade_rows, token_keys, wal_segments, market_observations")
-        with mock.patch.object(load_module, "scan_markets", lambda _data: []):
+        with mock.patch.object(load_module, "scan_markets", lambda _data, _starts=None: []):
             trades_stub, _ = load(dsn, trades_dir)
     finally:
         pgserver.destroy(datadir)

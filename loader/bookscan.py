@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from loader import parse, values
+from loader import parse, scan, values
 from loader.books import (
     BEST_BID_ASK_EVENT,
     BOOK_EVENTS,
@@ -37,7 +37,7 @@ def scan_books(
     *,
     segment: str = "",
     offset: int = 0,
-    found: Any = None,
+    found: scan.Lines | None = None,
 ) -> tuple[BatchResult, BookResult]:
     """Parse one zstd frame's records into trades and book rows, decoding each line once.
 

@@ -25,7 +25,6 @@ import orjson
 
 from loader import scan, values
 from loader.scan import B64_KEY, ESCAPE, TRADE_VALUE_RE
-from loader.scan import TRADE_WORD as TRADE_WORD  # the prefilter's word, named here too
 from loader.values import (
     KNOWN_FEES,
     MAX_TIME_MS,
