@@ -9,6 +9,8 @@ import enum
 import json
 from collections.abc import Callable, Iterable
 
+from wal import native
+
 DEFAULT_URL = "wss://ws-subscriptions-clob.polymarket.com/ws/market"
 PING_TEXT = "PING"  # app-level keepalive; the server ignores WebSocket pings
 PONG_TEXT = "PONG"
@@ -26,6 +28,8 @@ def py_marked(text: str) -> bool:
 
 
 def _c_marked() -> Callable[[str], bool] | None:
+    if not native.wanted():
+        return None
     try:
         from capture import _marks  # type: ignore[attr-defined]
     except ImportError:  # no C compiler where it was installed: the Python way

@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from wal import native
 from wal.records import FRAME_LINE_PREFIX, count_frame_lines, count_lines
 
 TRADE_WORD = b"last_trade_price"
@@ -112,6 +113,8 @@ def _mark_escapes(data: bytes, line_of: Callable[[int], int]) -> None:
 
 
 def _c_lines() -> Callable[[bytes], Lines] | None:
+    if not native.wanted():
+        return None
     try:
         from loader import _scan  # type: ignore[attr-defined]
     except ImportError:

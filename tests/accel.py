@@ -1,7 +1,11 @@
 """What a test says when a C accelerator (see the README, "Accelerators") is missing."""
 
+from wal import native
+
 
 def not_built(source: str, without: str) -> str:
+    if not native.wanted():
+        return f"{native.PURE_PYTHON_ENV} is set, so {source} is not used: unset it"
     return (
         f"{source} is not built (or is stale): install a C compiler and Python's headers"
         " (Debian: apt-get install gcc python3-dev), then run `make install`; without it"

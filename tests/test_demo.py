@@ -9,6 +9,7 @@ from pathlib import Path
 
 from scripts.pipeline import ROOT
 from tests.timeouts import scaled
+from wal.native import PURE_PYTHON_ENV
 
 
 def test_demo_runs_twice_and_reports_every_trade_loaded():
@@ -16,13 +17,28 @@ def test_demo_runs_twice_and_reports_every_trade_loaded():
     demo_dir = Path(tempfile.mkdtemp(prefix="demo-"))
     demo_dir.chmod(0o755)
     try:
-        _run_demo_twice({**os.environ, "POLYMARKET_DEMO_DIR": str(demo_dir / "demo")})
+        _run_demo({**os.environ, "POLYMARKET_DEMO_DIR": str(demo_dir / "demo")})
     finally:
         shutil.rmtree(demo_dir, ignore_errors=True)
 
 
-def _run_demo_twice(env):
-    for _ in range(2):  # a second run starts from scratch, whatever the first left
+def test_the_demo_on_the_python_twins_of_the_accelerators_loads_every_trade():
+    """As on a host without a C compiler: capture and loader on the pure-Python paths."""
+    demo_dir = Path(tempfile.mkdtemp(prefix="demo-"))
+    demo_dir.chmod(0o755)
+    env = {**os.environ, "POLYMARKET_DEMO_DIR": str(demo_dir / "demo"), PURE_PYTHON_ENV: "1"}
+    flags = "from loader import scan; from wal import records; from capture import protocol;"
+    flags += "print(scan.ACCELERATED, records.ACCELERATED, protocol.marked is protocol.py_marked)"
+    try:
+        shown = subprocess.run([sys.executable, "-c", flags], env=env, capture_output=True)
+        assert shown.stdout.split() == [b"False", b"False", b"True"], shown
+        _run_demo(env, runs=1)
+    finally:
+        shutil.rmtree(demo_dir, ignore_errors=True)
+
+
+def _run_demo(env, runs=2):
+    for _ in range(runs):  # a second run starts from scratch, whatever the first left
         result = subprocess.run(
             [sys.executable, "-m", "scripts.demo", "--seconds", "6"],
             cwd=ROOT,

@@ -10,11 +10,14 @@ from __future__ import annotations
 import base64
 import json
 import socket
+from collections.abc import Callable
 from json.encoder import encode_basestring
 from operator import itemgetter
 from typing import Any
 
 import orjson
+
+from wal import native
 
 FORMAT_VERSION = 1
 # A received frame before encoding, as the writer queues it: (ts_ns, conn, n, message).
@@ -26,10 +29,18 @@ _TS, _CONN, _N, _TEXT = (itemgetter(i) for i in range(4))
 # a record's key order with "type" first. Tools count frames from bytes with it.
 FRAME_LINE_PREFIX = b'{"type":"frame",'
 
-try:
-    from wal._encode import frames as _c_frames
-except ImportError:  # no C compiler where it was installed: the Python way
-    _c_frames = None
+
+def _c_encoder() -> Callable[[list[RawFrame]], bytes | None] | None:
+    if not native.wanted():
+        return None
+    try:
+        from wal import _encode  # type: ignore[attr-defined]
+    except ImportError:  # no C compiler where it was installed: the Python way
+        return None
+    return _encode.frames
+
+
+_c_frames = _c_encoder()
 ACCELERATED = _c_frames is not None
 
 _encode_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
