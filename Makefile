@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml setup.py $(wildcard */*.c)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@$(BIN)/python -m wal.accelerators
 	@touch $(STAMP)
 
 $(TSDB_STAMP): $(TSDB)/package.json $(TSDB)/package-lock.json

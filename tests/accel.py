@@ -8,6 +8,7 @@ def not_built(source: str, without: str) -> str:
         return f"{native.PURE_PYTHON_ENV} is set, so {source} is not used: unset it"
     return (
         f"{source} is not built (or is stale): install a C compiler and Python's headers"
-        " (Debian: apt-get install gcc python3-dev), then run `make install`; without it"
+        " (Debian: apt-get install gcc python3-dev), then `rm -f .venv/.installed && make"
+        " install`; without it"
         f" {without}"
     )

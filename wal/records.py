@@ -40,8 +40,15 @@ def _c_encoder() -> Callable[[list[RawFrame]], bytes | None] | None:
     return _encode.frames
 
 
-_c_frames = _c_encoder()
-ACCELERATED = _c_frames is not None
+def _checked(encoder: Callable[[list[RawFrame]], bytes | None] | None) -> Any:
+    """The C encoder if it writes what this module does (a stale build may not)."""
+    sample: list[RawFrame] = [(1, 2, 3, 'x"\\\n\x01\u00e9'), (-4, 5, 6, "")]
+    if encoder is None or encoder(sample) != py_encode_frames(sample):
+        return None
+    return encoder
+
+
+_c_frames = None  # set below, once py_encode_frames exists
 
 _encode_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _encode_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
@@ -191,3 +198,7 @@ def seal(
         record["recovered"] = True
         record["truncated_bytes"] = truncated_bytes
     return record
+
+
+_c_frames = _checked(_c_encoder())
+ACCELERATED = _c_frames is not None
