@@ -3,13 +3,13 @@
 Measured in one run on one throwaway PostgreSQL: price-change rows/s of ``--books`` on a
 book-heavy mix (the fake exchange's stream with 1% trades) against a bare binary COPY of
 the same price-change rows (parsed beforehand, into an unindexed table of the same
-storage columns), and that COPY into a logged table with price_change_rows' indexes (what
-the server alone can do for the loader); a trades-only load with the book code present and ``--books`` off
-against the same load with the only code it added to the trades path (the market
-metadata scan) stubbed out; bytes per stored price-change row. Then on the TimescaleDB
-test server (PGlite, scripts/tsdbserver.py): the same mix loaded with ``--books`` into
-hypertables, bytes per price-change row before and after compressing its chunks; each
-figure also as bytes per day at FEED_ROWS_PER_S.
+storage columns), and that COPY into a logged table with price_change_rows' indexes
+(what the server alone can do for the loader); a trades-only load with the book code
+present and ``--books`` off against the same load with the only code it added to the
+trades path (the market metadata scan) stubbed out; bytes per stored price-change row.
+Then on the TimescaleDB test server (PGlite, scripts/tsdbserver.py): the same mix loaded
+with ``--books`` into hypertables, bytes per price-change row before and after
+compressing its chunks; each figure also as bytes per day at FEED_ROWS_PER_S.
 """
 
 from __future__ import annotations

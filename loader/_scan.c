@@ -1,7 +1,7 @@
-/* The loader's batch scan in one C pass per needle: which lines of a zstd frame's bytes
- * must be decoded in Python. The rules are loader.parse's (scan_batch) and
- * loader.markets' (scan_markets); loader/scan.py holds the Python version of the same
- * rules and tests/loader/test_scan.py holds the two to the same answers on every input.
+/* The loader's batch scan in C: which lines of a zstd frame's bytes must be decoded,
+ * found in one vector pass, and the trade lines of the feed's usual shape read without
+ * decoding them (trade(), below). The rules are those of loader/scan.py (the Python
+ * twin) and loader.parse._fast_trade; tests/loader/test_scan.py holds them together.
  *
  * lines(data) -> (records, frames, decode, markets)
  *   records  the newlines in data (whole lines, each ending in "\n")
@@ -9,7 +9,7 @@
  *   decode   start offsets, ascending, of the lines the trade scan decodes: a line where
  *            TRADE_WORD occurs other than as a key, or that holds "\u" or "b64" in
  *            quotes, and, when some line lacks FRAME_PREFIX, every such line
- *   markets  start offsets, ascending, of the lines holding a MARKET_NEEDLES entry
+ *   markets  start offsets, ascending, of the lines holding a MARKET needle below
  *
  * Only reads data; holds no reference past the call; releases the GIL while it looks.
  */

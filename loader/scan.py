@@ -112,6 +112,16 @@ def _mark_escapes(data: bytes, line_of: Callable[[int], int]) -> None:
             pos = find(ESCAPE, line_of(pos))
 
 
+_SAMPLE_LINE = (
+    b'{"type":"frame","ts_ns":1786728467000000001,"conn":2,"n":3,"text":"{\\"asset_id'
+    b'\\":\\"7\\",\\"event_type\\":\\"last_trade_price\\",\\"market\\":'
+    b'\\"0x1\\",\\"price\\":\\"0.5\\",\\"side\\":\\"SELL\\",\\"size'
+    b'\\":\\"2\\",\\"timestamp\\":\\"1786728467000\\"}"}'
+)
+_SAMPLE_TRADE = (_SAMPLE_LINE, 0, len(_SAMPLE_LINE))
+_SAMPLE_FIELDS = (2, 1786728467000000001, 1786728467000, "7", "SELL", 0.5, 2.0, "0x1", None, None)
+
+
 def _c_lines() -> Callable[[bytes], Lines] | None:
     if not native.wanted():
         return None
@@ -126,8 +136,8 @@ def _c_lines() -> Callable[[bytes], Lines] | None:
         "b64_key": B64_KEY,
         "market_needles": MARKET_NEEDLES,
     }
-    if expected != _scan.CONSTANTS:  # a stale build: its rules are not these
-        return None
+    if expected != _scan.CONSTANTS or _scan.trade(*_SAMPLE_TRADE) != _SAMPLE_FIELDS:
+        return None  # a stale build: its rules are not these
     c_lines = _scan.lines
 
     def accelerated(data: bytes) -> Lines:
