@@ -333,58 +333,129 @@ static int plain_decimal(const Field *f, double *out) {
 
 static int plain_id(const Field *f) { return f->seen && f->len > 0 && f->len <= MAX_TEXT_CHARS; }
 
-/* The event's fields from the unescaped text; 0 for any other shape. */
-static int event_fields(const char *p, const char *end, Field *fields) {
-#define SKIP() while (p < end && *p == ' ') p++
-    SKIP();
+/* An array's objects, each with its fields (price_changes' entries). */
+#define MAX_ENTRIES 128
+enum { E_ASSET, E_SIDE, E_PRICE, E_SIZE, E_BID, E_ASK, E_HASH, N_ENTRY_FIELDS };
+static const char *const ENTRY_NAMES[N_ENTRY_FIELDS] = {
+    "asset_id", "side", "price", "size", "best_bid", "best_ask", "hash",
+};
+typedef struct {
+    Field fields[MAX_ENTRIES][N_ENTRY_FIELDS];
+    int n, seen;
+} Entries;
+
+#define SKIP(p, end)                                                                          \
+    while ((p) < (end) && *(p) == ' ')                                                        \
+    (p)++
+
+/* A quoted string with no escape (the unescaped text holds no backslash at all). */
+static int string(const char **pp, const char *end, const char **start, Py_ssize_t *len) {
+    const char *p = *pp;
+    if (p == end || *p++ != '"')
+        return 0;
+    *start = p;
+    while (p < end && *p != '"')
+        p++;
+    if (p == end)
+        return 0;
+    *len = p - *start;
+    *pp = p + 1;
+    return 1;
+}
+
+static int object_fields(const char **pp, const char *end, const char *const *names, int count,
+                         Field *fields, const char *array_key, Entries *entries);
+
+/* The value of array_key: objects of ENTRY_NAMES' fields, at most MAX_ENTRIES. */
+static int entry_array(const char **pp, const char *end, Entries *entries) {
+    const char *p = *pp;
+    if (entries->seen || p == end || *p++ != '[')
+        return 0;
+    entries->seen = 1;
+    SKIP(p, end);
+    if (p < end && *p == ']') {
+        *pp = p + 1;
+        return 1;
+    }
+    for (;;) {
+        if (entries->n == MAX_ENTRIES)
+            return 0;
+        Field *f = entries->fields[entries->n++];
+        memset(f, 0, sizeof(Field) * N_ENTRY_FIELDS);
+        if (!object_fields(&p, end, ENTRY_NAMES, N_ENTRY_FIELDS, f, NULL, NULL))
+            return 0;
+        SKIP(p, end);
+        if (p < end && *p == ',') {
+            p++;
+            SKIP(p, end);
+            continue;
+        }
+        if (p == end || *p++ != ']')
+            return 0;
+        *pp = p;
+        return 1;
+    }
+}
+
+/* An object of string values at *pp; fields[i] gets the value named names[i]. The key
+ * array_key (if any) holds an array of objects instead (entry_array). 0 for any other
+ * shape, or a repeated name (left to the JSON decoder's rule). */
+static int object_fields(const char **pp, const char *end, const char *const *names, int count,
+                         Field *fields, const char *array_key, Entries *entries) {
+    const char *p = *pp;
+    SKIP(p, end);
     if (p == end || *p++ != '{')
         return 0;
-    for (int first = 1;; first = 0) {
-        SKIP();
-        if (first && p < end && *p == '}') {
-            p++;
-            break;
-        }
-        if (p == end || *p++ != '"')
+    SKIP(p, end);
+    if (p < end && *p == '}') {
+        *pp = p + 1;
+        return 1;
+    }
+    for (;;) {
+        const char *key, *value;
+        Py_ssize_t key_len, value_len;
+        SKIP(p, end);
+        if (!string(&p, end, &key, &key_len))
             return 0;
-        const char *key = p;
-        while (p < end && *p != '"')
-            p++;
-        if (p == end)
-            return 0;
-        Py_ssize_t key_len = p++ - key;
-        SKIP();
+        SKIP(p, end);
         if (p == end || *p++ != ':')
             return 0;
-        SKIP();
-        if (p == end || *p++ != '"')
-            return 0;
-        const char *value = p;
-        while (p < end && *p != '"')
-            p++;
-        if (p == end)
-            return 0;
-        Py_ssize_t value_len = p++ - value;
-        for (int i = 0; i < N_FIELDS; i++) {
-            if ((size_t)key_len == strlen(FIELD_NAMES[i]) &&
-                memcmp(key, FIELD_NAMES[i], (size_t)key_len) == 0) {
-                if (fields[i].seen)
-                    return 0; /* a repeated key: leave it to the JSON decoder's rule */
-                fields[i] = (Field){value, value_len, 1};
+        SKIP(p, end);
+        if (array_key && (size_t)key_len == strlen(array_key) &&
+            memcmp(key, array_key, (size_t)key_len) == 0) {
+            if (!entry_array(&p, end, entries))
+                return 0;
+        } else {
+            if (!string(&p, end, &value, &value_len))
+                return 0;
+            for (int i = 0; i < count; i++) {
+                if ((size_t)key_len == strlen(names[i]) &&
+                    memcmp(key, names[i], (size_t)key_len) == 0) {
+                    if (fields[i].seen)
+                        return 0;
+                    fields[i] = (Field){value, value_len, 1};
+                }
             }
         }
-        SKIP();
+        SKIP(p, end);
         if (p < end && *p == ',') {
             p++;
             continue;
         }
         if (p == end || *p++ != '}')
             return 0;
-        break;
+        *pp = p;
+        return 1;
     }
-    SKIP();
+}
+
+/* The whole unescaped text is one such object (blanks around it allowed). */
+static int whole_object(const char *p, const char *end, const char *const *names, int count,
+                        Field *fields, const char *array_key, Entries *entries) {
+    if (!object_fields(&p, end, names, count, fields, array_key, entries))
+        return 0;
+    SKIP(p, end);
     return p == end;
-#undef SKIP
 }
 
 static PyObject *text_or_none(const Field *f) {
@@ -393,69 +464,292 @@ static PyObject *text_or_none(const Field *f) {
     return PyUnicode_DecodeASCII(f->p, f->len, NULL);
 }
 
-static PyObject *trade(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer buf;
-    Py_ssize_t start, stop;
-    if (!PyArg_ParseTuple(args, "y*nn", &buf, &start, &stop))
-        return NULL;
-    if (start < 0 || stop > buf.len || start > stop) {
-        PyBuffer_Release(&buf);
-        PyErr_SetString(PyExc_ValueError, "start and end must lie within the data");
-        return NULL;
-    }
-    const char *p = (const char *)buf.buf + start, *end = (const char *)buf.buf + stop;
-    long long ts_ns, conn, n;
-    char small[2048], *text = small;
-    PyObject *result = NULL;
-    if (!literal(&p, end, "{\"type\":\"frame\",\"ts_ns\":") || !integer(&p, end, &ts_ns) ||
-        !literal(&p, end, ",\"conn\":") || !integer(&p, end, &conn) ||
+/* A frame line as the writer writes a text frame, its text unescaped: \" is the one
+ * escape taken, and every byte must be printable ASCII. */
+typedef struct {
+    long long ts_ns, conn;
+    char small[2048];
+    char *text, *end;
+} FrameText;
+
+static int frame_text(const char *p, const char *end, FrameText *ft) {
+    long long n;
+    ft->text = ft->end = ft->small;
+    if (!literal(&p, end, "{\"type\":\"frame\",\"ts_ns\":") || !integer(&p, end, &ft->ts_ns) ||
+        !literal(&p, end, ",\"conn\":") || !integer(&p, end, &ft->conn) ||
         !literal(&p, end, ",\"n\":") || !integer(&p, end, &n) ||
         !literal(&p, end, ",\"text\":\"") || end - p < 2 || end[-1] != '}' || end[-2] != '"')
-        goto decline;
+        return 0;
     const char *body_end = end - 2;
-    if (body_end - p > (Py_ssize_t)sizeof(small) && !(text = PyMem_Malloc((size_t)(body_end - p))))
-        goto decline;
-    char *t = text;
+    if (body_end - p > (Py_ssize_t)sizeof(ft->small)) {
+        ft->text = PyMem_Malloc((size_t)(body_end - p));
+        if (ft->text == NULL) {
+            ft->text = ft->small;
+            return 0;
+        }
+    }
+    char *t = ft->text;
     for (const char *q = p; q < body_end; q++) { /* undo the one escape allowed */
         unsigned char c = (unsigned char)*q;
         if (c == '\\' && q + 1 < body_end && q[1] == '"')
             *t++ = *++q;
         else if (c < 0x20 || c >= 0x7f || c == '\\' || c == '"')
-            goto decline;
+            return 0;
         else
             *t++ = (char)c;
     }
+    ft->end = t;
+    return ft->ts_ns >= MIN_TIME_MS * 1000000LL; /* < 2**63, far below the maximum */
+}
+
+static void frame_text_free(FrameText *ft) {
+    if (ft->text != ft->small)
+        PyMem_Free(ft->text);
+}
+
+/* A Python call's (data, start, end), checked. */
+static int line_args(PyObject *args, Py_buffer *buf, const char **p, const char **end) {
+    Py_ssize_t start, stop;
+    if (!PyArg_ParseTuple(args, "y*nn", buf, &start, &stop))
+        return 0;
+    if (start < 0 || stop > buf->len || start > stop) {
+        PyBuffer_Release(buf);
+        PyErr_SetString(PyExc_ValueError, "start and end must lie within the data");
+        return 0;
+    }
+    *p = (const char *)buf->buf + start;
+    *end = (const char *)buf->buf + stop;
+    return 1;
+}
+
+/* values.timestamp for text: 1 to 16 digits, a plausible time. */
+static int stamp(const Field *f, long long *ms) {
+    if (!f->seen || f->len == 0 || f->len > MAX_STAMP_DIGITS)
+        return 0;
+    long long v = 0;
+    for (Py_ssize_t i = 0; i < f->len; i++) {
+        char c = f->p[i];
+        if (c < '0' || c > '9')
+            return 0;
+        v = v * 10 + (c - '0');
+    }
+    *ms = v;
+    return v >= MIN_TIME_MS && v <= MAX_TIME_MS;
+}
+
+static PyObject *trade(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer buf;
+    const char *p, *end;
+    if (!line_args(args, &buf, &p, &end))
+        return NULL;
+    FrameText ft;
     Field f[N_FIELDS];
     memset(f, 0, sizeof(f));
     double price, size;
-    if (!event_fields(text, t, f) || !equals(&f[F_EVENT], "last_trade_price") ||
+    long long ms;
+    PyObject *result;
+    if (!frame_text(p, end, &ft) || !whole_object(ft.text, ft.end, FIELD_NAMES, N_FIELDS, f, NULL, NULL) ||
+        !equals(&f[F_EVENT], "last_trade_price") ||
         !(equals(&f[F_SIDE], "BUY") || equals(&f[F_SIDE], "SELL")) ||
         !plain_decimal(&f[F_PRICE], &price) || price > 1.0 || !plain_decimal(&f[F_SIZE], &size) ||
-        !f[F_STAMP].seen || f[F_STAMP].len == 0 || f[F_STAMP].len > MAX_STAMP_DIGITS)
-        goto decline;
-    long long ms = 0;
-    for (Py_ssize_t i = 0; i < f[F_STAMP].len; i++) {
-        char c = f[F_STAMP].p[i];
-        if (c < '0' || c > '9')
-            goto decline;
-        ms = ms * 10 + (c - '0');
-    }
-    if (ms < MIN_TIME_MS || ms > MAX_TIME_MS || ts_ns < MIN_TIME_MS * 1000000LL ||
-        !plain_id(&f[F_ASSET]) || !plain_id(&f[F_MARKET]) ||
+        !stamp(&f[F_STAMP], &ms) || !plain_id(&f[F_ASSET]) || !plain_id(&f[F_MARKET]) ||
         (f[F_TX].len > 0 && !plain_id(&f[F_TX])))
-        goto decline; /* ts_ns < 2**63 is far below MAX_TIME_MS in nanoseconds */
-    result = Py_BuildValue("(LLLNsddNNN)", conn, ts_ns, ms,
-                           PyUnicode_DecodeASCII(f[F_ASSET].p, f[F_ASSET].len, NULL),
-                           f[F_SIDE].len == 3 ? "BUY" : "SELL", price, size,
-                           PyUnicode_DecodeASCII(f[F_MARKET].p, f[F_MARKET].len, NULL),
-                           text_or_none(&f[F_FEE]), text_or_none(&f[F_TX]));
+        result = Py_NewRef(Py_None);
+    else
+        result = Py_BuildValue("(LLLNsddNNN)", ft.conn, ft.ts_ns, ms,
+                               PyUnicode_DecodeASCII(f[F_ASSET].p, f[F_ASSET].len, NULL),
+                               f[F_SIDE].len == 3 ? "BUY" : "SELL", price, size,
+                               PyUnicode_DecodeASCII(f[F_MARKET].p, f[F_MARKET].len, NULL),
+                               text_or_none(&f[F_FEE]), text_or_none(&f[F_TX]));
+    frame_text_free(&ft);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
+/* ---- price_changes(data, start, end): one price_change frame line of the feed's shape
+ *
+ * The frame's text is one price_change event of the current format: string values, and
+ * price_changes an array of objects of string values, as loader.bookscan's fast path
+ * takes it, or an array of such events. Called as price_changes(data, start, end,
+ * ChangeRow, event_time, received_time), it gives (conn, rows): the rows of every event
+ * as the fast path builds them, ts from event_time(ms), received_at from
+ * received_time(ts_ns); or None for anything else. The
+ * checks are the fast path's: prices in [0, 1], plain decimals, ids of 1 to 256
+ * characters, a timestamp of at most 16 digits within the accepted range.
+ */
+enum { P_EVENT, P_MARKET, P_STAMP, N_CHANGE_FIELDS };
+static const char *const CHANGE_NAMES[N_CHANGE_FIELDS] = {"event_type", "market", "timestamp"};
+
+/* A price: a plain decimal in [0, 1]; or, when blank_ok, "" for None (*none set). */
+static int price_of(const Field *f, int blank_ok, double *v, int *none) {
+    *none = 0;
+    if (blank_ok && f->seen && f->len == 0) {
+        *none = 1;
+        return 1;
+    }
+    return plain_decimal(f, v) && *v >= 0.0 && *v <= 1.0;
+}
+
+static PyObject *number_or_none(double v, int none) {
+    if (none)
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble(v);
+}
+
+typedef struct {
+    PyTypeObject *row_type; /* loader.books.ChangeRow */
+    PyObject *event_time;   /* ms -> the event's datetime */
+    PyObject *received;     /* the record's receive datetime */
+    PyObject *rows;         /* the list the rows go to */
+    PyObject *last_ts;      /* the datetime of last_ms, kept for the next event */
+    long long last_ms;
+} Out;
+
+static PyObject *SIDES[2]; /* "BUY", "SELL" */
+
+/* Ten items into a new ChangeRow (a tuple subclass), each reference stolen. */
+static PyObject *change_row(PyTypeObject *type, PyObject **items) {
+    PyObject *row = type->tp_alloc(type, 10);
+    for (int i = 0; i < 10; i++) {
+        if (row == NULL || items[i] == NULL) {
+            Py_XDECREF(items[i]);
+            continue;
+        }
+        PyTuple_SET_ITEM(row, i, items[i]);
+    }
+    for (int i = 0; row != NULL && i < 10; i++)
+        if (items[i] == NULL)
+            Py_CLEAR(row);
+    return row;
+}
+
+/* One price_change event at *pp (an object): its rows appended to out->rows. 0 when it
+ * is not of the shape (nothing appended), -1 on an error (set). */
+static int change_event(const char **pp, const char *end, Entries *entries, Out *out) {
+    Field f[N_CHANGE_FIELDS];
+    memset(f, 0, sizeof(f));
+    entries->n = entries->seen = 0;
+    long long ms;
+    if (!object_fields(pp, end, CHANGE_NAMES, N_CHANGE_FIELDS, f, "price_changes", entries) ||
+        !entries->seen || !equals(&f[P_EVENT], "price_change") || !plain_id(&f[P_MARKET]) ||
+        !stamp(&f[P_STAMP], &ms))
+        return 0;
+    double num[MAX_ENTRIES][4];
+    int none[MAX_ENTRIES][2];
+    for (int i = 0; i < entries->n; i++) {
+        const Field *e = entries->fields[i];
+        int ignored;
+        if (!plain_id(&e[E_ASSET]) || !(equals(&e[E_SIDE], "BUY") || equals(&e[E_SIDE], "SELL")) ||
+            !price_of(&e[E_PRICE], 0, &num[i][0], &ignored) ||
+            !plain_decimal(&e[E_SIZE], &num[i][1]) || !e[E_BID].seen ||
+            !price_of(&e[E_BID], 1, &num[i][2], &none[i][0]) || !e[E_ASK].seen ||
+            !price_of(&e[E_ASK], 1, &num[i][3], &none[i][1]) || e[E_HASH].len > MAX_TEXT_CHARS)
+            return 0;
+    }
+    if (out->last_ts == NULL || out->last_ms != ms) {
+        Py_XDECREF(out->last_ts);
+        out->last_ts = PyObject_CallFunction(out->event_time, "L", ms);
+        out->last_ms = ms;
+        if (out->last_ts == NULL)
+            return -1;
+    }
+    PyObject *market = PyUnicode_DecodeASCII(f[P_MARKET].p, f[P_MARKET].len, NULL);
+    if (market == NULL)
+        return -1;
+    for (int i = 0; i < entries->n; i++) {
+        const Field *e = entries->fields[i];
+        PyObject *items[10] = {
+            Py_NewRef(out->last_ts),
+            PyUnicode_DecodeASCII(e[E_ASSET].p, e[E_ASSET].len, NULL),
+            Py_NewRef(market),
+            Py_NewRef(SIDES[e[E_SIDE].len != 3]),
+            PyFloat_FromDouble(num[i][0]),
+            PyFloat_FromDouble(num[i][1]),
+            number_or_none(num[i][2], none[i][0]),
+            number_or_none(num[i][3], none[i][1]),
+            text_or_none(&e[E_HASH]),
+            Py_NewRef(out->received),
+        };
+        PyObject *row = change_row(out->row_type, items);
+        if (row == NULL || PyList_Append(out->rows, row) < 0) {
+            Py_XDECREF(row);
+            Py_DECREF(market);
+            return -1;
+        }
+        Py_DECREF(row);
+    }
+    Py_DECREF(market);
+    return 1;
+}
+
+static PyObject *price_changes(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer buf;
+    Py_ssize_t start, stop;
+    Out out = {NULL, NULL, NULL, NULL, NULL, 0};
+    PyObject *received_time;
+    if (!PyArg_ParseTuple(args, "y*nnO!OO", &buf, &start, &stop, &PyType_Type, &out.row_type,
+                          &out.event_time, &received_time))
+        return NULL;
+    if (start < 0 || stop > buf.len || start > stop || !PyType_IsSubtype(out.row_type, &PyTuple_Type)) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "bad bounds, or a row type that is no tuple");
+        return NULL;
+    }
+    const char *p = (const char *)buf.buf + start, *end = (const char *)buf.buf + stop;
+    FrameText ft;
+    ft.text = ft.small;
+    Entries *entries = NULL;
+    PyObject *result = NULL;
+    /* Most lines that are not price changes are passed over by the escaped key alone. */
+    if (memmem(p, (size_t)(end - p), "price_changes\\\"", 15) == NULL || !frame_text(p, end, &ft))
+        goto decline;
+    entries = PyMem_Calloc(1, sizeof(Entries));
+    out.rows = PyList_New(0);
+    if (entries == NULL || out.rows == NULL) {
+        if (entries == NULL)
+            PyErr_NoMemory();
+        goto done;
+    }
+    out.received = PyObject_CallFunction(received_time, "L", ft.ts_ns);
+    if (out.received == NULL)
+        goto done;
+    const char *q = ft.text, *text_end = ft.end;
+    SKIP(q, text_end);
+    int array = q < text_end && *q == '[';
+    if (array)
+        q++;
+    for (;;) {
+        int taken = change_event(&q, text_end, entries, &out);
+        if (taken < 0)
+            goto done;
+        if (taken == 0)
+            goto decline;
+        SKIP(q, text_end);
+        if (!array)
+            break;
+        if (q < text_end && *q == ',') {
+            q++;
+            continue;
+        }
+        if (q == text_end || *q++ != ']')
+            goto decline;
+        break;
+    }
+    SKIP(q, text_end);
+    if (q != text_end)
+        goto decline;
+    result = Py_BuildValue("(LO)", ft.conn, out.rows);
     goto done;
 decline:
     result = Py_NewRef(Py_None);
 done:
-    if (text != small)
-        PyMem_Free(text);
+    Py_XDECREF(out.rows);
+    Py_XDECREF(out.received);
+    Py_XDECREF(out.last_ts);
+    PyMem_Free(entries);
+    frame_text_free(&ft);
     PyBuffer_Release(&buf);
     return result;
 }
@@ -484,6 +778,9 @@ static PyMethodDef methods[] = {
      "lines(data) -> (records, frames, decode, markets): see loader/scan.py."},
     {"trade", trade, METH_VARARGS,
      "trade(data, start, end) -> the fields of a feed-shaped trade line, or None."},
+    {"price_changes", price_changes, METH_VARARGS,
+     "price_changes(data, start, end, row_type, event_time, received_time) -> (conn, rows)"
+     " of a feed-shaped price_change line, or None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -492,6 +789,10 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "loader._scan",
                                     methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__scan(void) {
+    SIDES[0] = PyUnicode_InternFromString("BUY");
+    SIDES[1] = PyUnicode_InternFromString("SELL");
+    if (SIDES[0] == NULL || SIDES[1] == NULL)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

@@ -50,8 +50,15 @@ def scan_books(
         raise ValueError("a batch is whole lines, each ending in a newline")
     trades, books = BatchResult(), BookResult()
     parse_trade, add, fast = parse.parse_trade, add_event, fast_price_changes
+    c_changes, changes = scan.price_change_fields, books.changes
     for line in data.split(b"\n")[:-1] if data else []:
         trades.records += 1
+        if c_changes is not None:  # fast_price_changes' rows, read in C
+            taken = c_changes(line, 0, len(line), ChangeRow, _ms_time, _received_or_bad)
+            if taken is not None:
+                trades.frames += 1
+                changes.extend(taken[1])
+                continue
         record = parse._decode_record(line)
         if record["type"] != "frame":
             trades.others.append((len(trades.rows), record))  # for coverage, as scan_batch
@@ -205,6 +212,11 @@ def _event_time(value: Any) -> datetime:
         if values.MIN_TIME_MS <= ms <= values.MAX_TIME_MS:
             return _second(ms // 1000) + _MILLIS[ms % 1000]
     return values.timestamp(value)
+
+
+def _ms_time(ms: int) -> datetime:
+    """The UTC time of epoch milliseconds already checked, from the datetime of the second."""
+    return _second(ms // 1000) + _MILLIS[ms % 1000]
 
 
 def _received_or_bad(received_ns: Any) -> Any:

@@ -13,7 +13,8 @@ decoding by byte searches over the whole batch, each of which cannot span a line
 - for market metadata (``markets``): a line holding one of :data:`MARKET_NEEDLES`.
 
 Of the trade lines, most are one trade event as the feed sends it; :data:`trade_fields`
-reads those in C without decoding them into Python objects first.
+reads those in C without decoding them into Python objects first, and
+:data:`price_change_fields` does the same for price changes (loader.bookscan).
 
 The searches run in C (``loader/_scan.c``, built by ``pip install`` where a C compiler
 is) or else in Python (:func:`py_lines`), with the same answers on every input:
@@ -154,7 +155,13 @@ lines: Callable[[bytes], Lines] = _C_LINES or py_lines
 # size, market, fee_rate_bps, transaction_hash) as loader.parse._fast_trade reads them;
 # else None (and always None without the C build), and the line is decoded in Python.
 trade_fields: Callable[[bytes, int, int], tuple[Any, ...] | None] | None = None
+# price_change_fields(data, start, end, row_type, event_time, received_time): the same for
+# a text frame of price_change events of the current format (one, or an array of them)
+# as loader.bookscan's fast path takes them: (conn, rows), the rows that path gives
+# (row_type: loader.books.ChangeRow; ts = event_time(ms), received_at =
+# received_time(ts_ns)); else None.
+price_change_fields: Callable[..., tuple[Any, ...] | None] | None = None
 if ACCELERATED:
     from loader import _scan  # type: ignore[attr-defined]
 
-    trade_fields = _scan.trade
+    trade_fields, price_change_fields = _scan.trade, _scan.price_changes

@@ -7,23 +7,30 @@ for value, type for type); for every other event it adds nothing, so the referen
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loader import parse, values
+from bench.mix import price_change_text
+from loader import parse, scan, values
 from loader.books import BookResult, ChangeRow, QuoteRow, parse_book_event
 from loader.bookscan import (
     _BAD,
     _event_time,
+    _ms_time,
     _received_or_bad,
     fast_price_changes,
     fast_quote,
     scan_books,
 )
+from tests.accel import not_built
 from tests.loader.helpers import BASE_MS, BASE_NS, MARKET, real_frames
-from wal.records import encode_record, frame
+from wal.records import encode_frame, encode_record, frame
+
+NOT_BUILT = not_built("loader/_scan.c", "price changes are read the slower Python way")
 
 TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
 
@@ -203,3 +210,54 @@ def test_receive_times_are_the_reference_ones(ns: int | None) -> None:
 @given(st.one_of(st.integers(0, 10**14).map(str), _times, st.text(max_size=14)))
 def test_event_times_are_the_reference_ones(text: Any) -> None:
     assert _reference_or_bad(_event_time, text) == _reference_or_bad(values.timestamp, text)
+
+
+# The C reading of price_change lines (loader.scan.price_change_fields) against the
+# Python path: the same rows, errors and counts for any line, and it takes the feed's.
+def _both_ways(data: bytes) -> tuple[Any, Any]:
+    got = scan_books(data, segment="s", offset=3)
+    with mock.patch.object(scan, "price_change_fields", None):
+        want = scan_books(data, segment="s", offset=3)
+    return got, want
+
+
+def _same(got: Any, want: Any) -> None:
+    (trades, books), (want_trades, want_books) = got, want
+    assert _typed(books.changes) == _typed(want_books.changes)
+    assert _typed(books.quotes) == _typed(want_books.quotes)
+    assert books.errors == want_books.errors
+    assert (trades.records, trades.frames, trades.rows) == (
+        want_trades.records,
+        want_trades.frames,
+        want_trades.rows,
+    )
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.lists(_events(), min_size=1, max_size=3),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 2**64) | st.just(BASE_NS),
+)
+def test_the_c_reading_of_price_change_lines_gives_the_python_rows(
+    events: list[dict[str, Any]], array: bool, compact: bool, ts_ns: int
+) -> None:
+    text = json.dumps(events if array else events[0], separators=(",", ":") if compact else None)
+    _same(*_both_ways(encode_frame(ts_ns, 1, 0, text)))
+
+
+def test_the_c_reading_takes_the_feed_s_price_changes() -> None:
+    assert scan.price_change_fields is not None, NOT_BUILT
+    texts = [price_change_text(i, random.Random(i)) for i in range(200)]
+    texts += [item["frame"] for item in real_frames() if '"price_change"' in item["frame"]]
+    texts.append("[" + ",".join(texts[:3]) + "]")
+    for i, text in enumerate(texts):
+        line = encode_frame(BASE_NS + i, 2, i, text)
+        taken = scan.price_change_fields(
+            line, 0, len(line) - 1, ChangeRow, _ms_time, _received_or_bad
+        )
+        if '"price_changes"' in text:
+            assert taken is not None and taken[0] == 2 and taken[1], text
+            assert all(type(row) is ChangeRow for row in taken[1])
+        _same(*_both_ways(line))
