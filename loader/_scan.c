@@ -705,7 +705,7 @@ static PyObject *price_changes(PyObject *self, PyObject *args) {
     /* Most lines that are not price changes are passed over by the escaped key alone. */
     if (memmem(p, (size_t)(end - p), "price_changes\\\"", 15) == NULL || !frame_text(p, end, &ft))
         goto decline;
-    entries = PyMem_Calloc(1, sizeof(Entries));
+    entries = PyMem_Malloc(sizeof(Entries)); /* change_event resets what it uses */
     out.rows = PyList_New(0);
     if (entries == NULL || out.rows == NULL) {
         if (entries == NULL)
