@@ -499,7 +499,7 @@ static int frame_text(const char *p, const char *end, FrameText *ft) {
             *t++ = (char)c;
     }
     ft->end = t;
-    return ft->ts_ns >= MIN_TIME_MS * 1000000LL; /* < 2**63, far below the maximum */
+    return ft->ts_ns >= MIN_TIME_MS * 1000000LL && ft->ts_ns <= MAX_TIME_MS * 1000000LL;
 }
 
 static void frame_text_free(FrameText *ft) {

@@ -28,6 +28,7 @@ from loader.bookscan import (
 )
 from tests.accel import not_built
 from tests.loader.helpers import BASE_MS, BASE_NS, MARKET, real_frames
+from tests.loader.test_scan import RECORD_TIME_EDGES
 from wal.records import encode_frame, encode_record, frame
 
 NOT_BUILT = not_built("loader/_scan.c", "price changes are read the slower Python way")
@@ -238,7 +239,7 @@ def _same(got: Any, want: Any) -> None:
     st.lists(_events(), min_size=1, max_size=3),
     st.booleans(),
     st.booleans(),
-    st.integers(0, 2**64) | st.just(BASE_NS),
+    st.integers(0, 2**64) | st.just(BASE_NS) | st.sampled_from(RECORD_TIME_EDGES),
 )
 def test_the_c_reading_of_price_change_lines_gives_the_python_rows(
     events: list[dict[str, Any]], array: bool, compact: bool, ts_ns: int

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from bench.mix import mix_texts
 from loader import scan
 from loader.parse import TradeRow, _decode_record, may_hold_trade, parse_frame, row_of
+from loader.values import MAX_TIME_MS, MIN_TIME_MS
 from tests.accel import not_built
 from tests.loader.helpers import BASE_NS, real_frames
 from tests.loader.test_parse import feed_like
@@ -59,6 +60,10 @@ PIECES = [
     b"y" * 33,
 ]
 
+# The accepted record times' bounds, in nanoseconds, either side (both fit in 63 bits).
+RECORD_TIME_EDGES = [
+    edge * 1_000_000 + d for edge in (MIN_TIME_MS, MAX_TIME_MS) for d in (-1, 0, 1)
+]
 TRADE_PIECES = [
     b'{"type":"frame","ts_ns":1786728467000000000,"conn":1,"n":0,"text":"',
     b'{\\"event_type\\":\\"last_trade_price\\"',
@@ -158,7 +163,7 @@ def c_rows(line: bytes) -> list[TradeRow] | None:
 @settings(max_examples=2000, deadline=None)
 @given(
     event=feed_like,
-    ts_ns=st.integers(0, 2**64) | st.just(BASE_NS),
+    ts_ns=st.integers(0, 2**64) | st.just(BASE_NS) | st.sampled_from(RECORD_TIME_EDGES),
     conn=st.integers(0, 2**63),
     compact=st.booleans(),
     wrap=st.sampled_from(["{}", "[{}]", " {} ", "{}x"]),
@@ -208,3 +213,14 @@ def test_trade_fields_refuse_bounds_outside_the_data() -> None:
         scan.trade_fields(b"abc", 2, 9)
     with pytest.raises(ValueError):
         scan.trade_fields(b"abc", -1, 2)
+
+
+def test_trade_fields_keep_to_the_accepted_record_times() -> None:
+    texts = [t for t in mix_texts(400) if '"event_type":"last_trade_price"' in t]
+    text = texts[0]
+    for ts_ns in RECORD_TIME_EDGES:
+        line = encode_frame(ts_ns, 1, 0, text).rstrip(b"\n")
+        expected = python_rows(line)
+        assert c_rows(line) in (None, expected)
+        inside = MIN_TIME_MS * 1_000_000 <= ts_ns <= MAX_TIME_MS * 1_000_000
+        assert (c_rows(line) is not None) == inside, ts_ns
