@@ -27,19 +27,12 @@ def py_marked(text: str) -> bool:
     return NEW_MARKET_MARK in text or RESOLVED_MARK in text
 
 
-def _c_marked() -> Callable[[str], bool] | None:
-    if not native.wanted():
-        return None
-    try:
-        from capture import _marks  # type: ignore[attr-defined]
-    except ImportError:  # no C compiler where it was installed: the Python way
-        return None
-    return _marks.marked if _marks.MARKS == MARKS else None  # a stale build: its own marks
+_marks = native.module("capture._marks", lambda built: built.MARKS == MARKS)
 
 
 # marked(text): py_marked, in C where it is built (capture/_marks.c): the receive loop
 # asks it of every data frame.
-marked: Callable[[str], bool] = _c_marked() or py_marked
+marked: Callable[[str], bool] = _marks.marked if _marks is not None else py_marked
 
 
 class FrameKind(enum.Enum):

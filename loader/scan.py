@@ -123,31 +123,25 @@ _SAMPLE_TRADE = (_SAMPLE_LINE, 0, len(_SAMPLE_LINE))
 _SAMPLE_FIELDS = (2, 1786728467000000001, 1786728467000, "7", "SELL", 0.5, 2.0, "0x1", None, None)
 
 
-def _c_lines() -> Callable[[bytes], Lines] | None:
-    if not native.wanted():
-        return None
-    try:
-        from loader import _scan  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    expected = {
+def _fits(built: Any) -> bool:
+    constants = {
         "frame_prefix": FRAME_LINE_PREFIX,
         "trade_word": TRADE_WORD,
         "escape": ESCAPE,
         "b64_key": B64_KEY,
         "market_needles": MARKET_NEEDLES,
     }
-    if expected != _scan.CONSTANTS or _scan.trade(*_SAMPLE_TRADE) != _SAMPLE_FIELDS:
-        return None  # a stale build: its rules are not these
-    c_lines = _scan.lines
-
-    def accelerated(data: bytes) -> Lines:
-        return Lines(*c_lines(data))
-
-    return accelerated
+    return bool(constants == built.CONSTANTS and built.trade(*_SAMPLE_TRADE) == _SAMPLE_FIELDS)
 
 
-_C_LINES = _c_lines()
+_scan: Any = native.module("loader._scan", _fits)
+
+
+def _c_lines(data: bytes) -> Lines:
+    return Lines(*_scan.lines(data))
+
+
+_C_LINES = _c_lines if _scan is not None else None
 ACCELERATED = _C_LINES is not None
 lines: Callable[[bytes], Lines] = _C_LINES or py_lines
 # trade_fields(data, start, end): for the line data[start:end] when it is a text frame of
@@ -161,7 +155,5 @@ trade_fields: Callable[[bytes, int, int], tuple[Any, ...] | None] | None = None
 # (row_type: loader.books.ChangeRow; ts = event_time(ms), received_at =
 # received_time(ts_ns)); else None.
 price_change_fields: Callable[..., tuple[Any, ...] | None] | None = None
-if ACCELERATED:
-    from loader import _scan  # type: ignore[attr-defined]
-
+if _scan is not None:
     trade_fields, price_change_fields = _scan.trade, _scan.price_changes

@@ -30,26 +30,6 @@ _TS, _CONN, _N, _TEXT = (itemgetter(i) for i in range(4))
 FRAME_LINE_PREFIX = b'{"type":"frame",'
 
 
-def _c_encoder() -> Callable[[list[RawFrame]], bytes | None] | None:
-    if not native.wanted():
-        return None
-    try:
-        from wal import _encode  # type: ignore[attr-defined]
-    except ImportError:  # no C compiler where it was installed: the Python way
-        return None
-    return _encode.frames
-
-
-def _checked(encoder: Callable[[list[RawFrame]], bytes | None] | None) -> Any:
-    """The C encoder if it writes what this module does (a stale build may not)."""
-    sample: list[RawFrame] = [(1, 2, 3, 'x"\\\n\x01\u00e9'), (-4, 5, 6, "")]
-    if encoder is None or encoder(sample) != py_encode_frames(sample):
-        return None
-    return encoder
-
-
-_c_frames = None  # set below, once py_encode_frames exists
-
 _encode_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _encode_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
@@ -200,5 +180,14 @@ def seal(
     return record
 
 
-_c_frames = _checked(_c_encoder())
+def _encodes_as_python(built: Any) -> bool:
+    """The C encoder writes what this module does (a stale build may not)."""
+    sample: list[RawFrame] = [(1, 2, 3, 'x"\\\n\x01\u00e9'), (-4, 5, 6, "")]
+    return bool(built.frames(sample) == py_encode_frames(sample))
+
+
+_encode = native.module("wal._encode", _encodes_as_python)
+_c_frames: Callable[[list[RawFrame]], bytes | None] | None = (
+    _encode.frames if _encode is not None else None
+)
 ACCELERATED = _c_frames is not None
