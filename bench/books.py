@@ -27,7 +27,7 @@ import psycopg
 from bench.loader import fresh, load, trade_wal, write_wal
 from loader import load as load_module
 from loader.books import BookResult
-from loader.bookstore import _COLUMNS, _changes
+from loader.bookstore import _COLUMNS, _change_rows
 from loader.keys import token_key
 from loader.load import CURRENT_PARSER, read_book_batches
 from loader.runner import Runner
@@ -71,7 +71,7 @@ def bare_changes_rate(dsn: str, wal_dir: Path, *, indexed: bool = False) -> floa
     for path in sorted(wal_dir.iterdir()):
         for _end, (_trades, books) in read_book_batches(path, 0, CURRENT_PARSER):
             result.changes.extend(books.changes)
-    rows = list(_changes(result, 1, token_key))
+    rows = list(_change_rows(result.changes, 1, token_key, {}))
     columns = _COLUMNS["price_change_rows"]
     body = ", ".join(f"{name} {kind}" for name, kind in columns)
     with psycopg.connect(dsn) as conn:

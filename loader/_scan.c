@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include <Python.h>
 #include <limits.h>
+#include <stdint.h>
 #include <string.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -624,37 +625,53 @@ static PyObject *change_row(PyTypeObject *type, PyObject **items) {
     return row;
 }
 
-/* One price_change event at *pp (an object): its rows appended to out->rows. 0 when it
- * is not of the shape (nothing appended), -1 on an error (set). */
-static int change_event(const char **pp, const char *end, Entries *entries, Out *out) {
+/* One price_change event, checked: its time, market and each entry's numbers. */
+typedef struct {
+    long long ms;
+    Field market;
+    double num[MAX_ENTRIES][4]; /* price, size, best bid, best ask */
+    int none[MAX_ENTRIES][2];   /* best bid, best ask given as "" */
+} Event;
+
+/* The price_change event at *pp (an object) into ev and entries: 1 when it is of the
+ * shape, else 0. */
+static int read_event(const char **pp, const char *end, Entries *entries, Event *ev) {
     Field f[N_CHANGE_FIELDS];
     memset(f, 0, sizeof(f));
     entries->n = entries->seen = 0;
-    long long ms;
     if (!object_fields(pp, end, CHANGE_NAMES, N_CHANGE_FIELDS, f, "price_changes", entries) ||
         !entries->seen || !equals(&f[P_EVENT], "price_change") || !plain_id(&f[P_MARKET]) ||
-        !stamp(&f[P_STAMP], &ms))
+        !stamp(&f[P_STAMP], &ev->ms))
         return 0;
-    double num[MAX_ENTRIES][4];
-    int none[MAX_ENTRIES][2];
     for (int i = 0; i < entries->n; i++) {
         const Field *e = entries->fields[i];
         int ignored;
         if (!plain_id(&e[E_ASSET]) || !(equals(&e[E_SIDE], "BUY") || equals(&e[E_SIDE], "SELL")) ||
-            !price_of(&e[E_PRICE], 0, &num[i][0], &ignored) ||
-            !plain_decimal(&e[E_SIZE], &num[i][1]) || !e[E_BID].seen ||
-            !price_of(&e[E_BID], 1, &num[i][2], &none[i][0]) || !e[E_ASK].seen ||
-            !price_of(&e[E_ASK], 1, &num[i][3], &none[i][1]) || e[E_HASH].len > MAX_TEXT_CHARS)
+            !price_of(&e[E_PRICE], 0, &ev->num[i][0], &ignored) ||
+            !plain_decimal(&e[E_SIZE], &ev->num[i][1]) || !e[E_BID].seen ||
+            !price_of(&e[E_BID], 1, &ev->num[i][2], &ev->none[i][0]) || !e[E_ASK].seen ||
+            !price_of(&e[E_ASK], 1, &ev->num[i][3], &ev->none[i][1]) ||
+            e[E_HASH].len > MAX_TEXT_CHARS)
             return 0;
     }
-    if (out->last_ts == NULL || out->last_ms != ms) {
+    ev->market = f[P_MARKET];
+    return 1;
+}
+
+/* One price_change event at *pp (an object): its rows appended to out->rows. 0 when it
+ * is not of the shape (nothing appended), -1 on an error (set). */
+static int change_event(const char **pp, const char *end, Entries *entries, Out *out) {
+    Event ev;
+    if (!read_event(pp, end, entries, &ev))
+        return 0;
+    if (out->last_ts == NULL || out->last_ms != ev.ms) {
         Py_XDECREF(out->last_ts);
-        out->last_ts = PyObject_CallFunction(out->event_time, "L", ms);
-        out->last_ms = ms;
+        out->last_ts = PyObject_CallFunction(out->event_time, "L", ev.ms);
+        out->last_ms = ev.ms;
         if (out->last_ts == NULL)
             return -1;
     }
-    PyObject *market = PyUnicode_DecodeASCII(f[P_MARKET].p, f[P_MARKET].len, NULL);
+    PyObject *market = PyUnicode_DecodeASCII(ev.market.p, ev.market.len, NULL);
     if (market == NULL)
         return -1;
     for (int i = 0; i < entries->n; i++) {
@@ -664,10 +681,10 @@ static int change_event(const char **pp, const char *end, Entries *entries, Out 
             PyUnicode_DecodeASCII(e[E_ASSET].p, e[E_ASSET].len, NULL),
             Py_NewRef(market),
             Py_NewRef(SIDES[e[E_SIDE].len != 3]),
-            PyFloat_FromDouble(num[i][0]),
-            PyFloat_FromDouble(num[i][1]),
-            number_or_none(num[i][2], none[i][0]),
-            number_or_none(num[i][3], none[i][1]),
+            PyFloat_FromDouble(ev.num[i][0]),
+            PyFloat_FromDouble(ev.num[i][1]),
+            number_or_none(ev.num[i][2], ev.none[i][0]),
+            number_or_none(ev.num[i][3], ev.none[i][1]),
             text_or_none(&e[E_HASH]),
             Py_NewRef(out->received),
         };
@@ -754,6 +771,293 @@ done:
     return result;
 }
 
+/* ---- price_change_copy(data, out, segment_id, keys, token_key): price_changes() for a
+ * whole batch, straight into COPY rows
+ *
+ * Every line of data (whole lines) that price_changes() takes is encoded as rows of
+ * price_change_rows' binary COPY (the columns of loader.bookcopy.COLUMNS, in order),
+ * appended to the bytearray out, with the values loader.bookstore gives the same rows:
+ * the token's key, hash as bytes when it is lower-case hex, else as text. keys maps a
+ * token id to (market, key); a token it lacks gets token_key(token_id, market), added
+ * to it; a token it holds with another market declines the line. A declined line adds
+ * nothing to out or to keys. Gives (taken, rows, first_ms, last_ms, rest): the lines taken, the
+ * rows written, the least and greatest event time of those rows (None without rows),
+ * and the start offsets, ascending, of every other line.
+ */
+#define PG_EPOCH_US 946684800000000LL /* 2000-01-01 in Unix microseconds */
+#define MAX_ROW_BYTES (2 + 8 * 12 + 5 + 4 + MAX_TEXT_CHARS / 2 + 4 + MAX_TEXT_CHARS)
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+} Buf;
+
+static int reserve(Buf *b, size_t more) {
+    if (b->cap - b->n >= more)
+        return 1;
+    size_t cap = b->cap ? b->cap : 1 << 16;
+    while (cap - b->n < more)
+        cap *= 2;
+    char *p = PyMem_Realloc(b->p, cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return 0;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 1;
+}
+
+static void put32(Buf *b, uint32_t v) {
+    unsigned char *q = (unsigned char *)b->p + b->n;
+    q[0] = (unsigned char)(v >> 24);
+    q[1] = (unsigned char)(v >> 16);
+    q[2] = (unsigned char)(v >> 8);
+    q[3] = (unsigned char)v;
+    b->n += 4;
+}
+
+static void put_int8(Buf *b, long long v) { /* a field of 8 bytes, big-endian */
+    put32(b, 8);
+    put32(b, (uint32_t)((unsigned long long)v >> 32));
+    put32(b, (uint32_t)v);
+}
+
+static void put_float8(Buf *b, double v, int none) {
+    if (none) {
+        put32(b, 0xffffffffu);
+        return;
+    }
+    long long bits;
+    memcpy(&bits, &v, sizeof(bits));
+    put_int8(b, bits);
+}
+
+static int hex_digit(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* hash and hash_text: the bytes of a lower-case hex text of even length, else the text;
+ * NULL both for an absent or empty hash. */
+static void put_hash(Buf *b, const Field *f) {
+    int hex = f->seen && f->len > 0 && f->len % 2 == 0;
+    for (Py_ssize_t i = 0; hex && i < f->len; i++)
+        hex = hex_digit(f->p[i]) >= 0;
+    if (!f->seen || f->len == 0) {
+        put32(b, 0xffffffffu);
+        put32(b, 0xffffffffu);
+    } else if (hex) {
+        put32(b, (uint32_t)(f->len / 2));
+        for (Py_ssize_t i = 0; i < f->len; i += 2)
+            b->p[b->n++] = (char)(hex_digit(f->p[i]) << 4 | hex_digit(f->p[i + 1]));
+        put32(b, 0xffffffffu);
+    } else {
+        put32(b, 0xffffffffu);
+        put32(b, (uint32_t)f->len);
+        memcpy(b->p + b->n, f->p, (size_t)f->len);
+        b->n += (size_t)f->len;
+    }
+}
+
+typedef struct {
+    PyObject *keys, *token_key;
+    PyObject *added; /* the tokens added to keys by this call, in order */
+    long long segment_id, received_us;
+    long long first_ms, last_ms;
+    Py_ssize_t rows;
+} Copy;
+
+/* The key of (token, market): from keys, else from token_key (and added to keys). 0
+ * when keys holds the token with another market, -1 on an error (set). */
+static int key_of(Copy *c, const Field *token, const Field *market, PyObject **market_text,
+                  long long *key) {
+    PyObject *t = PyUnicode_DecodeASCII(token->p, token->len, NULL);
+    if (t == NULL)
+        return -1;
+    PyObject *held = PyDict_GetItemWithError(c->keys, t); /* borrowed */
+    int found = -1;
+    if (held != NULL) {
+        PyObject *m = PyTuple_Check(held) && PyTuple_GET_SIZE(held) == 2 ? PyTuple_GET_ITEM(held, 0) : NULL;
+        if (m == NULL || !PyUnicode_Check(m) || !PyLong_Check(PyTuple_GET_ITEM(held, 1)))
+            PyErr_SetString(PyExc_TypeError, "keys holds (market, key) pairs");
+        else if (!PyUnicode_IS_COMPACT_ASCII(m) || PyUnicode_GET_LENGTH(m) != market->len ||
+                 memcmp(PyUnicode_1BYTE_DATA(m), market->p, (size_t)market->len) != 0)
+            found = 0;
+        else if ((*key = PyLong_AsLongLong(PyTuple_GET_ITEM(held, 1))) != -1 || !PyErr_Occurred())
+            found = 1;
+        Py_DECREF(t);
+        return found;
+    }
+    if (!PyErr_Occurred()) {
+        if (*market_text == NULL)
+            *market_text = PyUnicode_DecodeASCII(market->p, market->len, NULL);
+        PyObject *k = *market_text ? PyObject_CallFunctionObjArgs(c->token_key, t, *market_text, NULL) : NULL;
+        PyObject *pair = k ? PyTuple_Pack(2, *market_text, k) : NULL;
+        if (pair != NULL && ((*key = PyLong_AsLongLong(k)) != -1 || !PyErr_Occurred()) &&
+            PyDict_SetItem(c->keys, t, pair) == 0 && PyList_Append(c->added, t) == 0)
+            found = 1;
+        Py_XDECREF(pair);
+        Py_XDECREF(k);
+    }
+    Py_DECREF(t);
+    return found;
+}
+
+/* One price_change event at *pp: its rows onto b. 0 when it is not of the shape, -1 on
+ * an error (set). */
+static int copy_event(const char **pp, const char *end, Entries *entries, Copy *c, Buf *b) {
+    Event ev;
+    if (!read_event(pp, end, entries, &ev))
+        return 0;
+    PyObject *market = NULL;
+    long long ts_us = ev.ms * 1000 - PG_EPOCH_US;
+    int taken = 1;
+    for (int i = 0; i < entries->n && taken == 1; i++) {
+        const Field *e = entries->fields[i];
+        long long key;
+        taken = key_of(c, &e[E_ASSET], &ev.market, &market, &key);
+        if (taken != 1 || !reserve(b, MAX_ROW_BYTES)) {
+            taken = taken == 1 ? -1 : taken;
+            break;
+        }
+        b->p[b->n++] = 0; /* 11 fields */
+        b->p[b->n++] = 11;
+        put_int8(b, ts_us);
+        put_int8(b, key);
+        put_float8(b, ev.num[i][0], 0);
+        put_float8(b, ev.num[i][1], 0);
+        put_float8(b, ev.num[i][2], ev.none[i][0]);
+        put_float8(b, ev.num[i][3], ev.none[i][1]);
+        put_int8(b, c->received_us);
+        put_int8(b, c->segment_id);
+        put32(b, 1);
+        b->p[b->n++] = e[E_SIDE].len == 3; /* BUY */
+        put_hash(b, &e[E_HASH]);
+    }
+    Py_XDECREF(market);
+    if (taken == 1 && entries->n > 0) {
+        c->rows += entries->n;
+        if (c->first_ms < 0 || ev.ms < c->first_ms)
+            c->first_ms = ev.ms;
+        if (ev.ms > c->last_ms)
+            c->last_ms = ev.ms;
+    }
+    return taken;
+}
+
+/* The line [p, end): its rows onto b, as price_changes() would take it. 1 taken, 0
+ * declined (b as it was), -1 on an error (set). */
+static int copy_line(const char *p, const char *end, Entries *entries, Copy *c, Buf *b) {
+    FrameText ft;
+    ft.text = ft.small;
+    int taken = 0;
+    size_t mark = b->n;
+    Py_ssize_t rows = c->rows, added = PyList_GET_SIZE(c->added);
+    long long first = c->first_ms, last = c->last_ms;
+    if (memmem(p, (size_t)(end - p), "price_changes\\\"", 15) == NULL || !frame_text(p, end, &ft))
+        goto done;
+    c->received_us = ft.ts_ns / 1000 - PG_EPOCH_US;
+    const char *q = ft.text, *text_end = ft.end;
+    SKIP(q, text_end);
+    int array = q < text_end && *q == '[';
+    if (array)
+        q++;
+    for (;;) {
+        taken = copy_event(&q, text_end, entries, c, b);
+        if (taken != 1)
+            goto done;
+        SKIP(q, text_end);
+        if (!array)
+            break;
+        if (q < text_end && *q == ',') {
+            q++;
+            continue;
+        }
+        if (q == text_end || *q++ != ']')
+            taken = 0;
+        break;
+    }
+    SKIP(q, text_end);
+    if (q != text_end)
+        taken = 0;
+done:
+    if (taken != 1) { /* nothing of a declined line */
+        for (Py_ssize_t i = PyList_GET_SIZE(c->added); taken == 0 && i > added; i--)
+            if (PyDict_DelItem(c->keys, PyList_GET_ITEM(c->added, i - 1)) < 0)
+                taken = -1;
+        if (taken == 0 && PyList_SetSlice(c->added, added, PyList_GET_SIZE(c->added), NULL) < 0)
+            taken = -1;
+        b->n = mark;
+        c->rows = rows;
+        c->first_ms = first;
+        c->last_ms = last;
+    }
+    frame_text_free(&ft);
+    return taken;
+}
+
+static PyObject *ms_or_none(long long ms) {
+    if (ms < 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(ms);
+}
+
+static PyObject *price_change_copy(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer buf;
+    PyObject *out;
+    Copy c = {NULL, NULL, NULL, 0, 0, -1, -1, 0};
+    if (!PyArg_ParseTuple(args, "y*O!LO!O", &buf, &PyByteArray_Type, &out, &c.segment_id,
+                          &PyDict_Type, &c.keys, &c.token_key))
+        return NULL;
+    const char *data = buf.buf, *end = data + buf.len;
+    Buf b = {NULL, 0, 0};
+    Entries *entries = PyMem_Malloc(sizeof(Entries));
+    PyObject *rest = PyList_New(0), *result = NULL;
+    Py_ssize_t taken = 0;
+    c.added = PyList_New(0);
+    if (entries == NULL || rest == NULL || c.added == NULL) {
+        if (entries == NULL)
+            PyErr_NoMemory();
+        goto done;
+    }
+    for (const char *p = data; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *line_end = nl ? nl : end;
+        int t = copy_line(p, line_end, entries, &c, &b);
+        if (t < 0)
+            goto done;
+        if (t == 1)
+            taken++;
+        else {
+            PyObject *start = PyLong_FromSsize_t(p - data);
+            if (start == NULL || PyList_Append(rest, start) < 0) {
+                Py_XDECREF(start);
+                goto done;
+            }
+            Py_DECREF(start);
+        }
+        p = line_end + 1;
+    }
+    Py_ssize_t had = PyByteArray_GET_SIZE(out);
+    if (b.n && PyByteArray_Resize(out, had + (Py_ssize_t)b.n) < 0)
+        goto done;
+    if (b.n)
+        memcpy(PyByteArray_AS_STRING(out) + had, b.p, b.n);
+    result = Py_BuildValue("(nnNNO)", taken, c.rows, ms_or_none(c.first_ms), ms_or_none(c.last_ms), rest);
+done:
+    Py_XDECREF(rest);
+    Py_XDECREF(c.added);
+    PyMem_Free(entries);
+    PyMem_Free(b.p);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
 static PyObject *constants(void) {
     PyObject *needles = PyTuple_New(0);
     for (size_t i = 0; needles != NULL && i < N_NEEDLES; i++) {
@@ -781,6 +1085,9 @@ static PyMethodDef methods[] = {
     {"price_changes", price_changes, METH_VARARGS,
      "price_changes(data, start, end, row_type, event_time, received_time) -> (conn, rows)"
      " of a feed-shaped price_change line, or None."},
+    {"price_change_copy", price_change_copy, METH_VARARGS,
+     "price_change_copy(data, out, segment_id, keys, token_key) -> (taken, rows, first_ms,"
+     " last_ms, rest): the batch's price_change lines as COPY rows appended to out."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -60,7 +60,7 @@ def backfill(loader: SegmentLoader, path: Path, segment_id: int) -> bool:
         state.offset_bytes,
     )
     committed = state.books_offset
-    with Prefetch(load.read_book_batches(path, committed, loader.parser)) as ahead:
+    with Prefetch(load.read_book_batches(path, committed, loader.parser, segment_id)) as ahead:
         batches = iter(ahead)
         while True:
             books = BookPending(end=committed)

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from loader import parse, values
+from loader.bookcopy import ChangeCopy
 from loader.parse import ParseError
 from loader.values import InvalidTrade
 
@@ -85,17 +86,26 @@ class TickRow(NamedTuple):
 
 @dataclass
 class BookResult:
-    """The book rows of some WAL lines, and the book events that were invalid."""
+    """The book rows of some WAL lines, and the book events that were invalid. Price
+    changes are rows in ``changes``, or already COPY rows in ``copied``
+    (loader.bookcopy), or both."""
 
     snapshots: list[SnapshotRow] = field(default_factory=list)
     changes: list[ChangeRow] = field(default_factory=list)
     quotes: list[QuoteRow] = field(default_factory=list)
     ticks: list[TickRow] = field(default_factory=list)
     errors: list[ParseError] = field(default_factory=list)
+    copied: ChangeCopy = field(default_factory=ChangeCopy)
 
     @property
     def rows(self) -> int:
-        return len(self.snapshots) + len(self.changes) + len(self.quotes) + len(self.ticks)
+        return (
+            len(self.snapshots)
+            + len(self.changes)
+            + len(self.quotes)
+            + len(self.ticks)
+            + self.copied.rows
+        )
 
     def extend(self, other: BookResult) -> None:
         self.snapshots.extend(other.snapshots)
@@ -103,14 +113,20 @@ class BookResult:
         self.quotes.extend(other.quotes)
         self.ticks.extend(other.ticks)
         self.errors.extend(other.errors)
+        self.copied.extend(other.copied)
 
-    def times(self) -> list[datetime]:
-        """The event time of every row (bounds a reparse's DELETE)."""
-        return [
+    def bounds(self) -> tuple[datetime, datetime] | None:
+        """The least and greatest event time of the rows (they bound a reparse's DELETE),
+        or None without rows."""
+        times = [
             row.ts
             for rows in (self.snapshots, self.changes, self.quotes, self.ticks)
             for row in rows
         ]
+        copied = self.copied
+        if copied.first_ms is not None and copied.last_ms is not None:
+            times += (values.from_ms(copied.first_ms), values.from_ms(copied.last_ms))
+        return (min(times), max(times)) if times else None
 
 
 def parse_book_event(

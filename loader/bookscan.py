@@ -10,7 +10,7 @@ tests/loader/test_bookscan.py holds the two to the same rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from loader.books import (
     _size,
     add_event,
 )
+from loader.keys import token_key
 from loader.parse import BatchResult, ParseError
 from loader.values import InvalidTrade
 
@@ -38,12 +39,15 @@ def scan_books(
     segment: str = "",
     offset: int = 0,
     found: scan.Lines | None = None,
+    segment_id: int | None = None,
 ) -> tuple[BatchResult, BookResult]:
     """Parse one zstd frame's records into trades and book rows, decoding each line once.
 
     The trades, errors and counts are those :func:`loader.parse.scan_batch` gives for the
     same bytes. Raises ValueError on a line that is no record. ``found`` (what
-    loader.scan.lines gave) is not needed: every line is decoded here.
+    loader.scan.lines gave) is not needed: every line is decoded here. Given the
+    ``segment_id`` the rows are for, and with the C build, the feed-shaped price_change
+    lines become COPY rows in ``copied`` (loader.bookcopy) in one call, before the rest.
     """
     data = batch if isinstance(batch, bytes) else b"".join(line + b"\n" for line in batch)
     if data and not data.endswith(b"\n"):
@@ -51,7 +55,17 @@ def scan_books(
     trades, books = BatchResult(), BookResult()
     parse_trade, add, fast = parse.parse_trade, add_event, fast_price_changes
     c_changes, changes = scan.price_change_fields, books.changes
-    for line in data.split(b"\n")[:-1] if data else []:
+    lines: Iterable[bytes] = data.split(b"\n")[:-1] if data else []
+    if segment_id is not None and scan.price_change_copy is not None and data:
+        copied = books.copied
+        taken, rows, first, last, rest = scan.price_change_copy(
+            data, copied.data, segment_id, copied.keys, token_key
+        )
+        copied.add(rows, first, last)
+        trades.records += taken
+        trades.frames += taken
+        lines = (data[start : data.index(b"\n", start)] for start in rest)
+    for line in lines:
         trades.records += 1
         if c_changes is not None:  # fast_price_changes' rows, read in C
             taken = c_changes(line, 0, len(line), ChangeRow, _ms_time, _received_or_bad)

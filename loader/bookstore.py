@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from loader import bookcopy
 from loader.books import BookResult, ChangeRow
 from loader.bookschema import BOOK_TABLES
 from loader.keys import token_key
@@ -37,19 +38,7 @@ _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("hash", "bytea"),
         ("hash_text", "text"),
     ),
-    "price_change_rows": (
-        ("ts", "timestamptz"),
-        ("token", "int8"),
-        ("price", "float8"),
-        ("size", "float8"),
-        ("best_bid", "float8"),
-        ("best_ask", "float8"),
-        ("received_at", "timestamptz"),
-        ("segment_id", "int8"),
-        ("buy", "bool"),
-        ("hash", "bytea"),
-        ("hash_text", "text"),
-    ),
+    "price_change_rows": bookcopy.COLUMNS,
     "best_bid_ask_rows": (
         ("ts", "timestamptz"),
         ("token", "int8"),
@@ -97,10 +86,10 @@ class BookPending:
     def add(self, end: int, result: BookResult) -> None:
         self.end = end
         self.errors += len(result.errors)
-        if result.rows:
+        bounds = result.bounds()
+        if bounds is not None:
             self.rows += result.rows
-            times = result.times()
-            low, high = min(times), max(times)
+            low, high = bounds
             self.first = low if self.first is None else min(self.first, low)
             self.last = high if self.last is None else max(self.last, high)
 
@@ -153,7 +142,10 @@ def copy_books(
 
     with conn.cursor() as cur:
         _copy(cur, "book_snapshot_rows", _snapshots(result, segment_id, key))
-        _copy(cur, "price_change_rows", _changes(result, segment_id, key))
+        copy_changes(cur, result, segment_id, key)
+        for pair, k in result.copied.pairs():
+            if k not in known and pair not in pending:
+                fresh[pair] = k
         _copy(
             cur,
             "best_bid_ask_rows",
@@ -179,24 +171,37 @@ class ChangeStream:
         self._conn, self._segment_id, self._keys = conn, segment_id, keys
         self._stack = ExitStack()
         self._cur: psycopg.Cursor[Any] | None = None
-        self._write: Any = None
+        self._copy: Any = None
         self._tokens: dict[str, tuple[str, int]] = {}  # token id -> (market, key)
         self._fresh: dict[tuple[str, str], int] = {}
 
-    def write(self, changes: list[ChangeRow]) -> None:
-        if not changes:
+    def write(self, result: BookResult) -> None:
+        """COPY the price changes of ``result``: its rows and its COPY rows."""
+        copied = result.copied
+        if not result.changes and not copied.rows:
             return
-        if self._write is None:
-            self._open()
-        write_row = self._write
-        for row in _change_rows(changes, self._segment_id, self._key, self._tokens):
-            write_row(row)
+        data = bytearray()
+        if self._copy is None:
+            self._cur = self._conn.cursor()
+            self._copy = self._stack.enter_context(self._cur.copy(bookcopy.STATEMENT))
+            data += bookcopy.SIGNATURE
+        bookcopy.encode_changes(
+            _change_rows(result.changes, self._segment_id, self._key, self._tokens), data
+        )
+        data += copied.data
+        self._copy.write(data)
+        known, pending, fresh = self._keys.known, self._keys.pending, self._fresh
+        for pair, k in copied.pairs():
+            if k not in known and pair not in pending:
+                fresh[pair] = k
 
     def close(self) -> None:
         """End the COPY (if one is open) and write the new token keys after it."""
         if self._cur is None:
             return
-        cur, self._cur, self._write = self._cur, None, None
+        cur, self._cur = self._cur, None
+        self._copy.write(bookcopy.TRAILER)
+        self._copy = None
         self._stack.close()
         if self._fresh:
             write_token_keys(cur, self._fresh)
@@ -211,18 +216,26 @@ class ChangeStream:
         if exc_info[0] is None:
             self.close()
         else:
-            self._cur, self._write = None, None
+            self._cur, self._copy = None, None
             self._stack.__exit__(*exc_info)
-
-    def _open(self) -> None:
-        self._cur = self._conn.cursor()
-        self._write = self._stack.enter_context(_table_copy(self._cur, "price_change_rows"))
 
     def _key(self, token_id: str, market: str) -> int:
         k = token_key(token_id, market)
         if k not in self._keys.known and (token_id, market) not in self._keys.pending:
             self._fresh[(token_id, market)] = k
         return k
+
+
+def copy_changes(cur: psycopg.Cursor[Any], result: BookResult, segment_id: int, key: Any) -> None:
+    """One COPY of the price changes of ``result`` (rows and COPY rows), if it has any."""
+    if not result.changes and not result.copied.rows:
+        return
+    data = bytearray(bookcopy.SIGNATURE)
+    bookcopy.encode_changes(_change_rows(result.changes, segment_id, key, {}), data)
+    data += result.copied.data
+    data += bookcopy.TRAILER
+    with cur.copy(bookcopy.STATEMENT) as copy:
+        copy.write(data)
 
 
 def _snapshots(result: BookResult, segment_id: int, key: Any) -> Iterable[tuple[Any, ...]]:
@@ -240,10 +253,6 @@ def _snapshots(result: BookResult, segment_id: int, key: Any) -> Iterable[tuple[
             raw,
             text,
         )
-
-
-def _changes(result: BookResult, segment_id: int, key: Any) -> Iterable[tuple[Any, ...]]:
-    return _change_rows(result.changes, segment_id, key, {})
 
 
 def _change_rows(

@@ -10,6 +10,7 @@ A corrupt segment keeps every trade of the frames before the damage and is marke
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from loader import bookload, bookstore, carry, marketstore, scan, store
+from loader.bookcopy import ChangeCopy
 from loader.books import BookResult
 from loader.bookscan import scan_books
 from loader.bookstore import BookPending
@@ -88,9 +90,13 @@ def read_batches(path: Path, start: int, parser: Parser) -> Iterator[tuple[int, 
 Both = tuple[BatchResult, BookResult]
 
 
-def read_book_batches(path: Path, start: int, parser: Parser) -> Iterator[tuple[int, Both]]:
-    """As :func:`read_batches`, with each frame's trades and book rows."""
-    for end, data, found, result in _scanned(path, start, parser.scan_books):
+def read_book_batches(
+    path: Path, start: int, parser: Parser, segment_id: int | None = None
+) -> Iterator[tuple[int, Both]]:
+    """As :func:`read_batches`, with each frame's trades and book rows; given the
+    segment's id, price changes come as COPY rows where they can (loader.bookcopy)."""
+    scan_books = functools.partial(parser.scan_books, segment_id=segment_id)
+    for end, data, found, result in _scanned(path, start, scan_books):
         result[0].markets = scan_markets(data, found.markets)
         yield end, result
 
@@ -164,7 +170,7 @@ class SegmentLoader:
             return Outcome(path.name, "stopped")
         committed, total = state.offset_bytes, Pending(end=state.offset_bytes)
         cover: Coverage | None = None
-        with Prefetch(self._read(path, committed)) as ahead:
+        with Prefetch(self._read(path, committed, state.id)) as ahead:
             batches = iter(ahead)
             while True:
                 pending = Pending(end=committed)
@@ -202,17 +208,17 @@ class SegmentLoader:
                 bookstore.reset_books(self.conn, bookstore.lock_books(self.conn, state.id))
             cover = carry.load(self.conn, state.id, state.name, 0)
             gaps: list[Gap] = []
-            with Prefetch(self._read(path, 0)) as ahead:
+            with Prefetch(self._read(path, 0, state.id)) as ahead:
                 status, error = self._fill_any(
                     iter(ahead), state.id, pending, books, (cover, gaps), bounded=False
                 )
             self._finish(state.id, pending, books, (cover, gaps), status, error)
         return _outcome(path, status, pending, error)
 
-    def _read(self, path: Path, start: int) -> Iterator[tuple[int, Any]]:
+    def _read(self, path: Path, start: int, segment_id: int) -> Iterator[tuple[int, Any]]:
         """The parsed batches from ``start``: with book rows when --books is on."""
         if self.books:
-            return read_book_batches(path, start, self.parser)
+            return read_book_batches(path, start, self.parser, segment_id)
         return read_batches(path, start, self.parser)
 
     def _fill_any(
@@ -346,8 +352,8 @@ class SegmentLoader:
                     self._markets.extend(result.markets)
                     pending.add(end, result)
                     books.add(end, book_result)
-                    changes.write(book_result.changes)
-                    book_result.changes = []  # streamed
+                    changes.write(book_result)
+                    book_result.changes, book_result.copied = [], ChangeCopy()  # streamed
                     buffer.extend(book_result)
                     self._log_errors(result.errors)
                     self.log_book_errors(book_result.errors)
