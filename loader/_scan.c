@@ -267,10 +267,18 @@ typedef struct {
     int seen;
 } Field;
 
+/* A key looked for, with its length. */
+typedef struct {
+    const char *text;
+    size_t len;
+} Name;
+#define NAME(s) {s, sizeof(s) - 1}
+
 enum { F_EVENT, F_ASSET, F_MARKET, F_PRICE, F_SIZE, F_SIDE, F_STAMP, F_FEE, F_TX, N_FIELDS };
-static const char *const FIELD_NAMES[N_FIELDS] = {
-    "event_type", "asset_id", "market", "price", "size",
-    "side", "timestamp", "fee_rate_bps", "transaction_hash",
+static const Name FIELD_NAMES[N_FIELDS] = {
+    NAME("event_type"), NAME("asset_id"),  NAME("market"),       NAME("price"),
+    NAME("size"),       NAME("side"),      NAME("timestamp"),    NAME("fee_rate_bps"),
+    NAME("transaction_hash"),
 };
 
 static int literal(const char **p, const char *end, const char *text) {
@@ -317,6 +325,28 @@ static int plain_decimal(const Field *f, double *out) {
     }
     if (!digits)
         return 0;
+    /* Exactly float(text) when the digits make an integer below 2**53 and at most 22 of
+     * them follow the point: both m and 10**k are doubles exactly, and IEEE division
+     * rounds m / 10**k correctly (Clinger's fast path). */
+    static const double POW10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    unsigned long long m = 0;
+    int fraction = 0, point = 0, fast = 1;
+    for (Py_ssize_t i = 0; fast && i < f->len; i++) {
+        char c = f->p[i];
+        if (c == '.') {
+            point = 1;
+            continue;
+        }
+        m = m * 10 + (unsigned long long)(c - '0');
+        fraction += point;
+        fast = m < (1ULL << 53) && fraction <= 22;
+    }
+    if (fast) {
+        *out = (double)m / POW10[fraction];
+        return 1;
+    }
     char text[MAX_NUMBER_CHARS + 1];
     memcpy(text, f->p, (size_t)f->len);
     text[f->len] = 0;
@@ -337,8 +367,9 @@ static int plain_id(const Field *f) { return f->seen && f->len > 0 && f->len <= 
 /* An array's objects, each with its fields (price_changes' entries). */
 #define MAX_ENTRIES 128
 enum { E_ASSET, E_SIDE, E_PRICE, E_SIZE, E_BID, E_ASK, E_HASH, N_ENTRY_FIELDS };
-static const char *const ENTRY_NAMES[N_ENTRY_FIELDS] = {
-    "asset_id", "side", "price", "size", "best_bid", "best_ask", "hash",
+static const Name ENTRY_NAMES[N_ENTRY_FIELDS] = {
+    NAME("asset_id"), NAME("side"),     NAME("price"), NAME("size"),
+    NAME("best_bid"), NAME("best_ask"), NAME("hash"),
 };
 typedef struct {
     Field fields[MAX_ENTRIES][N_ENTRY_FIELDS];
@@ -364,8 +395,8 @@ static int string(const char **pp, const char *end, const char **start, Py_ssize
     return 1;
 }
 
-static int object_fields(const char **pp, const char *end, const char *const *names, int count,
-                         Field *fields, const char *array_key, Entries *entries);
+static int object_fields(const char **pp, const char *end, const Name *names, int count,
+                         Field *fields, const Name *array_key, Entries *entries);
 
 /* The value of array_key: objects of ENTRY_NAMES' fields, at most MAX_ENTRIES. */
 static int entry_array(const char **pp, const char *end, Entries *entries) {
@@ -401,8 +432,8 @@ static int entry_array(const char **pp, const char *end, Entries *entries) {
 /* An object of string values at *pp; fields[i] gets the value named names[i]. The key
  * array_key (if any) holds an array of objects instead (entry_array). 0 for any other
  * shape, or a repeated name (left to the JSON decoder's rule). */
-static int object_fields(const char **pp, const char *end, const char *const *names, int count,
-                         Field *fields, const char *array_key, Entries *entries) {
+static int object_fields(const char **pp, const char *end, const Name *names, int count,
+                         Field *fields, const Name *array_key, Entries *entries) {
     const char *p = *pp;
     SKIP(p, end);
     if (p == end || *p++ != '{')
@@ -422,16 +453,16 @@ static int object_fields(const char **pp, const char *end, const char *const *na
         if (p == end || *p++ != ':')
             return 0;
         SKIP(p, end);
-        if (array_key && (size_t)key_len == strlen(array_key) &&
-            memcmp(key, array_key, (size_t)key_len) == 0) {
+        if (array_key && (size_t)key_len == array_key->len &&
+            memcmp(key, array_key->text, (size_t)key_len) == 0) {
             if (!entry_array(&p, end, entries))
                 return 0;
         } else {
             if (!string(&p, end, &value, &value_len))
                 return 0;
             for (int i = 0; i < count; i++) {
-                if ((size_t)key_len == strlen(names[i]) &&
-                    memcmp(key, names[i], (size_t)key_len) == 0) {
+                if ((size_t)key_len == names[i].len &&
+                    memcmp(key, names[i].text, (size_t)key_len) == 0) {
                     if (fields[i].seen)
                         return 0;
                     fields[i] = (Field){value, value_len, 1};
@@ -451,8 +482,8 @@ static int object_fields(const char **pp, const char *end, const char *const *na
 }
 
 /* The whole unescaped text is one such object (blanks around it allowed). */
-static int whole_object(const char *p, const char *end, const char *const *names, int count,
-                        Field *fields, const char *array_key, Entries *entries) {
+static int whole_object(const char *p, const char *end, const Name *names, int count,
+                        Field *fields, const Name *array_key, Entries *entries) {
     if (!object_fields(&p, end, names, count, fields, array_key, entries))
         return 0;
     SKIP(p, end);
@@ -490,14 +521,38 @@ static int frame_text(const char *p, const char *end, FrameText *ft) {
         }
     }
     char *t = ft->text;
-    for (const char *q = p; q < body_end; q++) { /* undo the one escape allowed */
+    const char *q = p;
+    for (;;) { /* undo the one escape allowed */
+#ifdef __SSE2__
+        /* 16 bytes at a time up to the next byte that is no plain printable character */
+        const __m128i space = _mm_set1_epi8(0x20), del = _mm_set1_epi8(0x7f);
+        const __m128i slash = _mm_set1_epi8('\\'), quote = _mm_set1_epi8('"');
+        while (body_end - q >= 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)q);
+            __m128i odd = _mm_or_si128(_mm_or_si128(_mm_cmplt_epi8(v, space), _mm_cmpeq_epi8(v, del)),
+                                       _mm_or_si128(_mm_cmpeq_epi8(v, slash), _mm_cmpeq_epi8(v, quote)));
+            _mm_storeu_si128((__m128i *)t, v); /* the text buffer has room for the body */
+            int mask = _mm_movemask_epi8(odd); /* bytes >= 0x80 are below 0x20 as signed */
+            if (mask) {
+                int n = __builtin_ctz((unsigned)mask);
+                q += n;
+                t += n;
+                break;
+            }
+            q += 16;
+            t += 16;
+        }
+#endif
+        if (q >= body_end)
+            break;
         unsigned char c = (unsigned char)*q;
-        if (c == '\\' && q + 1 < body_end && q[1] == '"')
-            *t++ = *++q;
-        else if (c < 0x20 || c >= 0x7f || c == '\\' || c == '"')
+        if (c == '\\' && q + 1 < body_end && q[1] == '"') {
+            *t++ = '"';
+            q += 2;
+        } else if (c < 0x20 || c >= 0x7f || c == '\\' || c == '"')
             return 0;
         else
-            *t++ = (char)c;
+            *t++ = (char)*q++;
     }
     ft->end = t;
     return ft->ts_ns >= MIN_TIME_MS * 1000000LL && ft->ts_ns <= MAX_TIME_MS * 1000000LL;
@@ -580,7 +635,10 @@ static PyObject *trade(PyObject *self, PyObject *args) {
  * characters, a timestamp of at most 16 digits within the accepted range.
  */
 enum { P_EVENT, P_MARKET, P_STAMP, N_CHANGE_FIELDS };
-static const char *const CHANGE_NAMES[N_CHANGE_FIELDS] = {"event_type", "market", "timestamp"};
+static const Name CHANGE_NAMES[N_CHANGE_FIELDS] = {
+    NAME("event_type"), NAME("market"), NAME("timestamp"),
+};
+static const Name CHANGES_KEY = NAME("price_changes");
 
 /* A price: a plain decimal in [0, 1]; or, when blank_ok, "" for None (*none set). */
 static int price_of(const Field *f, int blank_ok, double *v, int *none) {
@@ -639,7 +697,7 @@ static int read_event(const char **pp, const char *end, Entries *entries, Event 
     Field f[N_CHANGE_FIELDS];
     memset(f, 0, sizeof(f));
     entries->n = entries->seen = 0;
-    if (!object_fields(pp, end, CHANGE_NAMES, N_CHANGE_FIELDS, f, "price_changes", entries) ||
+    if (!object_fields(pp, end, CHANGE_NAMES, N_CHANGE_FIELDS, f, &CHANGES_KEY, entries) ||
         !entries->seen || !equals(&f[P_EVENT], "price_change") || !plain_id(&f[P_MARKET]) ||
         !stamp(&f[P_STAMP], &ev->ms))
         return 0;

@@ -55,7 +55,7 @@ def scan_books(
     trades, books = BatchResult(), BookResult()
     parse_trade, add, fast = parse.parse_trade, add_event, fast_price_changes
     c_changes, changes = scan.price_change_fields, books.changes
-    lines: Iterable[bytes] = data.split(b"\n")[:-1] if data else []
+    lines: Iterable[bytes]
     if segment_id is not None and scan.price_change_copy is not None and data:
         copied = books.copied
         taken, rows, first, last, rest = scan.price_change_copy(
@@ -65,6 +65,8 @@ def scan_books(
         trades.records += taken
         trades.frames += taken
         lines = (data[start : data.index(b"\n", start)] for start in rest)
+    else:
+        lines = data.split(b"\n")[:-1] if data else []
     for line in lines:
         trades.records += 1
         if c_changes is not None:  # fast_price_changes' rows, read in C
