@@ -26,9 +26,9 @@ from unittest import mock
 import psycopg
 
 from bench.loader import fresh, load, trade_wal, write_wal
+from loader import bookcopy
 from loader import load as load_module
 from loader.books import BookResult
-from loader import bookcopy
 from loader.bookstore import _change_rows
 from loader.keys import token_key
 from loader.load import CURRENT_PARSER, read_book_batches
