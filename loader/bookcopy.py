@@ -43,6 +43,7 @@ _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _NULL = struct.pack("!i", -1)
 _HEAD = struct.Struct("!hiqiqidid")  # field count; ts, token, price, size
+_ROW = struct.Struct("!hiqiqididididiqiqi?")  # ... to buy, no NULL among them
 _INT8 = struct.Struct("!iq")
 _FLOAT8 = struct.Struct("!id")
 _LENGTH = struct.Struct("!i")
@@ -54,19 +55,37 @@ def encode_changes(rows: Iterable[tuple[Any, ...]], out: bytearray) -> int:
     size, best bid, best ask, received_at, segment id, buy, hash bytes, hash text) to
     ``out``; the number of rows."""
     count = 0
+    pack_row, pack_length, null = _ROW.pack, _LENGTH.pack, _NULL
+    last_ts = last_received = None
+    ts_us = received_us = 0
     for ts, token, price, size, bid, ask, received, segment_id, buy, raw, text in rows:
-        out += _HEAD.pack(11, 8, (ts - _PG_EPOCH) // _US, 8, token, 8, price, 8, size)
-        out += _NULL if bid is None else _FLOAT8.pack(8, bid)
-        out += _NULL if ask is None else _FLOAT8.pack(8, ask)
-        out += _NULL if received is None else _INT8.pack(8, (received - _PG_EPOCH) // _US)
-        out += _INT8.pack(8, segment_id)
-        out += _BUY if buy else _SELL
-        for value in (raw, None if text is None else text.encode()):
-            if value is None:
-                out += _NULL
-            else:
-                out += _LENGTH.pack(len(value))
-                out += value
+        if ts is not last_ts:  # rows of one event share their times
+            last_ts, ts_us = ts, (ts - _PG_EPOCH) // _US
+        if received is not last_received and received is not None:
+            last_received, received_us = received, (received - _PG_EPOCH) // _US
+        if bid is not None and ask is not None and received is not None:
+            out += pack_row(
+                11, 8, ts_us, 8, token, 8, price, 8, size, 8, bid, 8, ask, 8, received_us,
+                8, segment_id, 1, buy,
+            )  # fmt: skip
+        else:
+            out += _HEAD.pack(11, 8, ts_us, 8, token, 8, price, 8, size)
+            out += null if bid is None else _FLOAT8.pack(8, bid)
+            out += null if ask is None else _FLOAT8.pack(8, ask)
+            out += null if received is None else _INT8.pack(8, received_us)
+            out += _INT8.pack(8, segment_id)
+            out += _BUY if buy else _SELL
+        if raw is not None and text is None:
+            out += pack_length(len(raw))
+            out += raw
+            out += null
+        else:
+            for value in (raw, None if text is None else text.encode()):
+                if value is None:
+                    out += null
+                else:
+                    out += pack_length(len(value))
+                    out += value
         count += 1
     return count
 
