@@ -82,8 +82,8 @@ def bare_changes_rate(dsn: str, wal_dir: Path, *, like_loader: bool = True) -> f
         data = bytearray(bookcopy.SIGNATURE)
         bookcopy.encode_changes(rows[i : i + step], data)
         chunks.append(data + bookcopy.TRAILER)
-    body = ", ".join(f"{name} {kind}" for name, kind in bookcopy.COLUMNS)
-    names = ", ".join(name for name, _ in bookcopy.COLUMNS)
+    body = ", ".join(f"{name} {kind}" for name, kind in bookcopy.CHANGE_COLUMNS)
+    names = ", ".join(name for name, _ in bookcopy.CHANGE_COLUMNS)
     with psycopg.connect(dsn) as conn:
         if like_loader:
             conn.execute("CREATE TABLE bench_changes (LIKE price_change_rows INCLUDING ALL)")

@@ -829,18 +829,21 @@ done:
     return result;
 }
 
-/* ---- price_change_copy(data, out, segment_id, keys, token_key): price_changes() for a
- * whole batch, straight into COPY rows
+/* ---- book_copy(data, changes, quotes, segment_id, keys, token_key): price_changes()
+ * for a whole batch, and best_bid_ask events, straight into COPY rows
  *
  * Every line of data (whole lines) that price_changes() takes is encoded as rows of
- * price_change_rows' binary COPY (the columns of loader.bookcopy.COLUMNS, in order),
- * appended to the bytearray out, with the values loader.bookstore gives the same rows:
- * the token's key, hash as bytes when it is lower-case hex, else as text. keys maps a
- * token id to (market, key); a token it lacks gets token_key(token_id, market), added
- * to it; a token it holds with another market declines the line. A declined line adds
- * nothing to out or to keys. Gives (taken, rows, first_ms, last_ms, rest): the lines taken, the
- * rows written, the least and greatest event time of those rows (None without rows),
- * and the start offsets, ascending, of every other line.
+ * price_change_rows' binary COPY (the columns of loader.bookcopy.CHANGE_COLUMNS, in
+ * order), appended to the bytearray changes, with the values loader.bookstore gives the
+ * same rows: the token's key, hash as bytes when it is lower-case hex, else as text.
+ * Every line of best_bid_ask events of the shape loader.bookscan.fast_quote takes (one,
+ * or an array of them) becomes rows of best_bid_ask_rows (QUOTE_COLUMNS) in quotes. keys
+ * maps a token id to (market, key); a token it lacks gets token_key(token_id, market),
+ * added to it; a token it holds with another market declines the line. A declined line
+ * adds nothing to the bytearrays or to keys. Gives (taken, change_rows, quote_rows,
+ * first_ms, last_ms, rest): the lines taken, the rows written to each, the least and
+ * greatest event time of those rows (None without rows), and the start offsets,
+ * ascending, of every other line.
  */
 #define PG_EPOCH_US 946684800000000LL /* 2000-01-01 in Unix microseconds */
 #define MAX_ROW_BYTES (2 + 8 * 12 + 5 + 4 + MAX_TEXT_CHARS / 2 + 4 + MAX_TEXT_CHARS)
@@ -926,7 +929,7 @@ typedef struct {
     PyObject *added; /* the tokens added to keys by this call, in order */
     long long segment_id, received_us;
     long long first_ms, last_ms;
-    Py_ssize_t rows;
+    Py_ssize_t rows, quote_rows;
 } Copy;
 
 /* The key of (token, market): from keys, else from token_key (and added to keys). 0
@@ -965,6 +968,13 @@ static int key_of(Copy *c, const Field *token, const Field *market, PyObject **m
     return found;
 }
 
+static void bound(Copy *c, long long ms) {
+    if (c->first_ms < 0 || ms < c->first_ms)
+        c->first_ms = ms;
+    if (ms > c->last_ms)
+        c->last_ms = ms;
+}
+
 /* One price_change event at *pp: its rows onto b. 0 when it is not of the shape, -1 on
  * an error (set). */
 static int copy_event(const char **pp, const char *end, Entries *entries, Copy *c, Buf *b) {
@@ -999,24 +1009,83 @@ static int copy_event(const char **pp, const char *end, Entries *entries, Copy *
     Py_XDECREF(market);
     if (taken == 1 && entries->n > 0) {
         c->rows += entries->n;
-        if (c->first_ms < 0 || ev.ms < c->first_ms)
-            c->first_ms = ev.ms;
-        if (ev.ms > c->last_ms)
-            c->last_ms = ev.ms;
+        bound(c, ev.ms);
     }
     return taken;
 }
 
-/* The line [p, end): its rows onto b, as price_changes() would take it. 1 taken, 0
- * declined (b as it was), -1 on an error (set). */
-static int copy_line(const char *p, const char *end, Entries *entries, Copy *c, Buf *b) {
+/* ---- best_bid_ask events, as loader.bookscan.fast_quote takes them: ids, a timestamp,
+ * best bid and ask as prices or "", spread a plain decimal or "" (NULL) ---- */
+enum { Q_EVENT, Q_ASSET, Q_MARKET, Q_BID, Q_ASK, Q_SPREAD, Q_STAMP, N_QUOTE_FIELDS };
+static const Name QUOTE_NAMES[N_QUOTE_FIELDS] = {
+    NAME("event_type"), NAME("asset_id"), NAME("market"),    NAME("best_bid"),
+    NAME("best_ask"),   NAME("spread"),   NAME("timestamp"),
+};
+
+/* One best_bid_ask event at *pp: its best_bid_ask_rows row onto b (ts, token,
+ * best_bid, best_ask, spread, received_at, segment_id). 0 when it is not of the shape,
+ * -1 on an error (set). */
+static int quote_event(const char **pp, const char *end, Entries *entries, Copy *c, Buf *b) {
+    (void)entries;
+    Field f[N_QUOTE_FIELDS];
+    memset(f, 0, sizeof(f));
+    long long ms, key;
+    double bid, ask, spread = 0.0;
+    int no_bid, no_ask, no_spread;
+    if (!object_fields(pp, end, QUOTE_NAMES, N_QUOTE_FIELDS, f, NULL, NULL) ||
+        !equals(&f[Q_EVENT], "best_bid_ask") || !plain_id(&f[Q_ASSET]) ||
+        !plain_id(&f[Q_MARKET]) || !stamp(&f[Q_STAMP], &ms) || !f[Q_BID].seen ||
+        !price_of(&f[Q_BID], 1, &bid, &no_bid) || !f[Q_ASK].seen ||
+        !price_of(&f[Q_ASK], 1, &ask, &no_ask) || !f[Q_SPREAD].seen)
+        return 0;
+    no_spread = f[Q_SPREAD].len == 0;
+    if (!no_spread && !plain_decimal(&f[Q_SPREAD], &spread))
+        return 0;
+    PyObject *market = NULL;
+    int taken = key_of(c, &f[Q_ASSET], &f[Q_MARKET], &market, &key);
+    Py_XDECREF(market);
+    if (taken != 1)
+        return taken;
+    if (!reserve(b, 2 + 12 * 7))
+        return -1;
+    b->p[b->n++] = 0; /* 7 fields */
+    b->p[b->n++] = 7;
+    put_int8(b, ms * 1000 - PG_EPOCH_US);
+    put_int8(b, key);
+    put_float8(b, bid, no_bid);
+    put_float8(b, ask, no_ask);
+    put_float8(b, spread, no_spread);
+    put_int8(b, c->received_us);
+    put_int8(b, c->segment_id);
+    c->quote_rows++;
+    bound(c, ms);
+    return 1;
+}
+
+typedef int (*EventCopy)(const char **pp, const char *end, Entries *entries, Copy *c, Buf *b);
+
+/* The line [p, end): its rows onto changes (price_change events, as price_changes()
+ * would take them) or quotes (best_bid_ask events). 1 taken, 0 declined (all as it was),
+ * -1 on an error (set). */
+static int copy_line(const char *p, const char *end, Entries *entries, Copy *c, Buf *changes,
+                     Buf *quotes) {
     FrameText ft;
     ft.text = ft.small;
     int taken = 0;
-    size_t mark = b->n;
-    Py_ssize_t rows = c->rows, added = PyList_GET_SIZE(c->added);
+    size_t marks[2] = {changes->n, quotes->n};
+    Py_ssize_t rows[2] = {c->rows, c->quote_rows}, added = PyList_GET_SIZE(c->added);
     long long first = c->first_ms, last = c->last_ms;
-    if (memmem(p, (size_t)(end - p), "price_changes\\\"", 15) == NULL || !frame_text(p, end, &ft))
+    EventCopy event;
+    Buf *b;
+    if (memmem(p, (size_t)(end - p), "price_changes\\\"", 15) != NULL) {
+        event = copy_event;
+        b = changes;
+    } else if (memmem(p, (size_t)(end - p), "best_bid_ask\\\"", 14) != NULL) {
+        event = quote_event;
+        b = quotes;
+    } else
+        goto done;
+    if (!frame_text(p, end, &ft))
         goto done;
     c->received_us = ft.ts_ns / 1000 - PG_EPOCH_US;
     const char *q = ft.text, *text_end = ft.end;
@@ -1025,7 +1094,7 @@ static int copy_line(const char *p, const char *end, Entries *entries, Copy *c, 
     if (array)
         q++;
     for (;;) {
-        taken = copy_event(&q, text_end, entries, c, b);
+        taken = event(&q, text_end, entries, c, b);
         if (taken != 1)
             goto done;
         SKIP(q, text_end);
@@ -1049,13 +1118,26 @@ done:
                 taken = -1;
         if (taken == 0 && PyList_SetSlice(c->added, added, PyList_GET_SIZE(c->added), NULL) < 0)
             taken = -1;
-        b->n = mark;
-        c->rows = rows;
+        changes->n = marks[0];
+        quotes->n = marks[1];
+        c->rows = rows[0];
+        c->quote_rows = rows[1];
         c->first_ms = first;
         c->last_ms = last;
     }
     frame_text_free(&ft);
     return taken;
+}
+
+/* b appended to the bytearray out. */
+static int append(PyObject *out, const Buf *b) {
+    Py_ssize_t had = PyByteArray_GET_SIZE(out);
+    if (b->n == 0)
+        return 0;
+    if (PyByteArray_Resize(out, had + (Py_ssize_t)b->n) < 0)
+        return -1;
+    memcpy(PyByteArray_AS_STRING(out) + had, b->p, b->n);
+    return 0;
 }
 
 static PyObject *ms_or_none(long long ms) {
@@ -1064,16 +1146,17 @@ static PyObject *ms_or_none(long long ms) {
     return PyLong_FromLongLong(ms);
 }
 
-static PyObject *price_change_copy(PyObject *self, PyObject *args) {
+static PyObject *book_copy(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer buf;
-    PyObject *out;
-    Copy c = {NULL, NULL, NULL, 0, 0, -1, -1, 0};
-    if (!PyArg_ParseTuple(args, "y*O!LO!O", &buf, &PyByteArray_Type, &out, &c.segment_id,
-                          &PyDict_Type, &c.keys, &c.token_key))
+    PyObject *changes_out, *quotes_out;
+    Copy c = {NULL, NULL, NULL, 0, 0, -1, -1, 0, 0};
+    if (!PyArg_ParseTuple(args, "y*O!O!LO!O", &buf, &PyByteArray_Type, &changes_out,
+                          &PyByteArray_Type, &quotes_out, &c.segment_id, &PyDict_Type, &c.keys,
+                          &c.token_key))
         return NULL;
     const char *data = buf.buf, *end = data + buf.len;
-    Buf b = {NULL, 0, 0};
+    Buf changes = {NULL, 0, 0}, quotes = {NULL, 0, 0};
     Entries *entries = PyMem_Malloc(sizeof(Entries));
     PyObject *rest = PyList_New(0), *result = NULL;
     Py_ssize_t taken = 0;
@@ -1086,7 +1169,7 @@ static PyObject *price_change_copy(PyObject *self, PyObject *args) {
     for (const char *p = data; p < end;) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         const char *line_end = nl ? nl : end;
-        int t = copy_line(p, line_end, entries, &c, &b);
+        int t = copy_line(p, line_end, entries, &c, &changes, &quotes);
         if (t < 0)
             goto done;
         if (t == 1)
@@ -1101,17 +1184,16 @@ static PyObject *price_change_copy(PyObject *self, PyObject *args) {
         }
         p = line_end + 1;
     }
-    Py_ssize_t had = PyByteArray_GET_SIZE(out);
-    if (b.n && PyByteArray_Resize(out, had + (Py_ssize_t)b.n) < 0)
+    if (append(changes_out, &changes) < 0 || append(quotes_out, &quotes) < 0)
         goto done;
-    if (b.n)
-        memcpy(PyByteArray_AS_STRING(out) + had, b.p, b.n);
-    result = Py_BuildValue("(nnNNO)", taken, c.rows, ms_or_none(c.first_ms), ms_or_none(c.last_ms), rest);
+    result = Py_BuildValue("(nnnNNO)", taken, c.rows, c.quote_rows, ms_or_none(c.first_ms),
+                           ms_or_none(c.last_ms), rest);
 done:
     Py_XDECREF(rest);
     Py_XDECREF(c.added);
     PyMem_Free(entries);
-    PyMem_Free(b.p);
+    PyMem_Free(changes.p);
+    PyMem_Free(quotes.p);
     PyBuffer_Release(&buf);
     return result;
 }
@@ -1143,9 +1225,10 @@ static PyMethodDef methods[] = {
     {"price_changes", price_changes, METH_VARARGS,
      "price_changes(data, start, end, row_type, event_time, received_time) -> (conn, rows)"
      " of a feed-shaped price_change line, or None."},
-    {"price_change_copy", price_change_copy, METH_VARARGS,
-     "price_change_copy(data, out, segment_id, keys, token_key) -> (taken, rows, first_ms,"
-     " last_ms, rest): the batch's price_change lines as COPY rows appended to out."},
+    {"book_copy", book_copy, METH_VARARGS,
+     "book_copy(data, changes, quotes, segment_id, keys, token_key) -> (taken, change_rows,"
+     " quote_rows, first_ms, last_ms, rest): the batch's price_change and best_bid_ask"
+     " lines as COPY rows appended to the bytearrays changes and quotes."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,11 +1,11 @@
 """Price-change rows as price_change_rows' binary COPY bytes. Pure: values in, bytes out.
 
 Price changes are most book rows, so with the C build (loader._scan) the feed-shaped
-ones go from a batch's bytes to COPY rows in one call, no Python object per row
-(:func:`loader.bookscan.scan_books` with a ``segment_id``), kept in a
-:class:`ChangeCopy`. The other rows are encoded here (:func:`encode_changes`), the same
-format byte for byte, so one COPY takes both; tests/loader/test_bookcopy.py holds the two
-to the bytes psycopg's own binary dumpers give.
+ones, and best bid/asks, go from a batch's bytes to COPY rows in one call, no Python
+object per row (:func:`loader.bookscan.scan_books` with a ``segment_id``), kept in a
+:class:`BookCopy`. The other price changes are encoded here (:func:`encode_changes`), the
+same format byte for byte, so one COPY takes both; tests/loader/test_bookcopy.py holds
+both encodings to the bytes psycopg's own binary dumpers give.
 
 The format is PostgreSQL's binary COPY: a signature, then per row a 16-bit field count
 and each field as a 32-bit length (-1 for NULL) and its bytes, big-endian; timestamps
@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-# The storage columns of price_change_rows, in the order of every COPY into it.
-COLUMNS: tuple[tuple[str, str], ...] = (
+# The storage columns of price_change_rows and best_bid_ask_rows, in the order of every
+# COPY into them.
+CHANGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("ts", "timestamptz"),
     ("token", "int8"),
     ("price", "float8"),
@@ -34,9 +35,24 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("hash", "bytea"),
     ("hash_text", "text"),
 )
-STATEMENT = (
-    f"COPY price_change_rows ({', '.join(name for name, _ in COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+QUOTE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ts", "timestamptz"),
+    ("token", "int8"),
+    ("best_bid", "float8"),
+    ("best_ask", "float8"),
+    ("spread", "float8"),
+    ("received_at", "timestamptz"),
+    ("segment_id", "int8"),
 )
+
+
+def statement(table: str, columns: tuple[tuple[str, str], ...]) -> str:
+    """The binary COPY into ``table`` of ``columns``."""
+    return f"COPY {table} ({', '.join(name for name, _ in columns)}) FROM STDIN (FORMAT BINARY)"
+
+
+CHANGE_STATEMENT = statement("price_change_rows", CHANGE_COLUMNS)
+QUOTE_STATEMENT = statement("best_bid_ask_rows", QUOTE_COLUMNS)
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # no flags, no header extension
 TRAILER = b"\xff\xff"
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -91,31 +107,46 @@ def encode_changes(rows: Iterable[tuple[Any, ...]], out: bytearray) -> int:
 
 
 @dataclass
-class ChangeCopy:
-    """Price-change rows already encoded as COPY rows (``data``, no signature), with what
-    the load needs of them: how many, the bounds of their event times (epoch ms), and each
+class BookCopy:
+    """Book rows already encoded as COPY rows (no signature): price changes (``changes``,
+    price_change_rows) and best bid/asks (``quotes``, best_bid_ask_rows), with what the
+    load needs of them: how many, the bounds of their event times (epoch ms), and each
     token's (market, key) (``keys``: token id -> pair, as loader._scan fills it; the pairs
     of merged copies are kept too, so a token seen with two markets keeps both)."""
 
-    data: bytearray = field(default_factory=bytearray)
-    rows: int = 0
+    changes: bytearray = field(default_factory=bytearray)
+    quotes: bytearray = field(default_factory=bytearray)
+    change_rows: int = 0
+    quote_rows: int = 0
     first_ms: int | None = None
     last_ms: int | None = None
     keys: dict[str, tuple[str, int]] = field(default_factory=dict)
     _merged: list[dict[str, tuple[str, int]]] = field(default_factory=list)
 
-    def add(self, rows: int, first_ms: int | None, last_ms: int | None) -> None:
-        """Count ``rows`` more, whose event times lie within the bounds given."""
-        self.rows += rows
+    @property
+    def rows(self) -> int:
+        return self.change_rows + self.quote_rows
+
+    def add(
+        self, change_rows: int, quote_rows: int, first_ms: int | None, last_ms: int | None
+    ) -> None:
+        """Count rows more, whose event times lie within the bounds given."""
+        self.change_rows += change_rows
+        self.quote_rows += quote_rows
         if first_ms is not None and last_ms is not None:
             self.first_ms = first_ms if self.first_ms is None else min(self.first_ms, first_ms)
             self.last_ms = last_ms if self.last_ms is None else max(self.last_ms, last_ms)
 
-    def extend(self, other: ChangeCopy) -> None:
-        self.data += other.data
-        self.add(other.rows, other.first_ms, other.last_ms)
+    def extend(self, other: BookCopy) -> None:
+        self.changes += other.changes
+        self.quotes += other.quotes
+        self.add(other.change_rows, other.quote_rows, other.first_ms, other.last_ms)
         self._merged.append(other.keys)
         self._merged.extend(other._merged)
+
+    def drop_changes(self) -> None:
+        """Forget the price changes (streamed already); the rest stays."""
+        self.changes, self.change_rows = bytearray(), 0
 
     def pairs(self) -> Iterator[tuple[tuple[str, str], int]]:
         """``((token id, market), key)`` of every token of these rows (repeats allowed)."""

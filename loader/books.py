@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from loader import parse, values
-from loader.bookcopy import ChangeCopy
+from loader.bookcopy import BookCopy
 from loader.parse import ParseError
 from loader.values import InvalidTrade
 
@@ -87,15 +87,15 @@ class TickRow(NamedTuple):
 @dataclass
 class BookResult:
     """The book rows of some WAL lines, and the book events that were invalid. Price
-    changes are rows in ``changes``, or already COPY rows in ``copied``
-    (loader.bookcopy), or both."""
+    changes and best bid/asks are rows in ``changes`` and ``quotes``, or already COPY
+    rows in ``copied`` (loader.bookcopy), or both."""
 
     snapshots: list[SnapshotRow] = field(default_factory=list)
     changes: list[ChangeRow] = field(default_factory=list)
     quotes: list[QuoteRow] = field(default_factory=list)
     ticks: list[TickRow] = field(default_factory=list)
     errors: list[ParseError] = field(default_factory=list)
-    copied: ChangeCopy = field(default_factory=ChangeCopy)
+    copied: BookCopy = field(default_factory=BookCopy)
 
     @property
     def rows(self) -> int:
@@ -114,6 +114,11 @@ class BookResult:
         self.ticks.extend(other.ticks)
         self.errors.extend(other.errors)
         self.copied.extend(other.copied)
+
+    def drop_changes(self) -> None:
+        """Forget the price changes (streamed already); the other rows stay."""
+        self.changes = []
+        self.copied.drop_changes()
 
     def bounds(self) -> tuple[datetime, datetime] | None:
         """The least and greatest event time of the rows (they bound a reparse's DELETE),

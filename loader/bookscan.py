@@ -46,8 +46,9 @@ def scan_books(
     The trades, errors and counts are those :func:`loader.parse.scan_batch` gives for the
     same bytes. Raises ValueError on a line that is no record. ``found`` (what
     loader.scan.lines gave) is not needed: every line is decoded here. Given the
-    ``segment_id`` the rows are for, and with the C build, the feed-shaped price_change
-    lines become COPY rows in ``copied`` (loader.bookcopy) in one call, before the rest.
+    ``segment_id`` the rows are for, and with the C build, the feed-shaped price_change and
+    best_bid_ask lines become COPY rows in ``copied`` (loader.bookcopy) in one call,
+    before the rest.
     """
     data = batch if isinstance(batch, bytes) else b"".join(line + b"\n" for line in batch)
     if data and not data.endswith(b"\n"):
@@ -56,12 +57,12 @@ def scan_books(
     parse_trade, add, fast = parse.parse_trade, add_event, fast_price_changes
     c_changes, changes = scan.price_change_fields, books.changes
     lines: Iterable[bytes]
-    if segment_id is not None and scan.price_change_copy is not None and data:
+    if segment_id is not None and scan.book_copy is not None and data:
         copied = books.copied
-        taken, rows, first, last, rest = scan.price_change_copy(
-            data, copied.data, segment_id, copied.keys, token_key
+        taken, change_rows, quote_rows, first, last, rest = scan.book_copy(
+            data, copied.changes, copied.quotes, segment_id, copied.keys, token_key
         )
-        copied.add(rows, first, last)
+        copied.add(change_rows, quote_rows, first, last)
         trades.records += taken
         trades.frames += taken
         lines = (data[start : data.index(b"\n", start)] for start in rest)

@@ -38,16 +38,8 @@ _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("hash", "bytea"),
         ("hash_text", "text"),
     ),
-    "price_change_rows": bookcopy.COLUMNS,
-    "best_bid_ask_rows": (
-        ("ts", "timestamptz"),
-        ("token", "int8"),
-        ("best_bid", "float8"),
-        ("best_ask", "float8"),
-        ("spread", "float8"),
-        ("received_at", "timestamptz"),
-        ("segment_id", "int8"),
-    ),
+    "price_change_rows": bookcopy.CHANGE_COLUMNS,
+    "best_bid_ask_rows": bookcopy.QUOTE_COLUMNS,
     "tick_size_change_rows": (
         ("ts", "timestamptz"),
         ("token", "int8"),
@@ -151,6 +143,8 @@ def copy_books(
             "best_bid_ask_rows",
             ((*r[:1], key(r.token_id, r.market), *r[3:], segment_id) for r in result.quotes),
         )
+        if result.copied.quote_rows:
+            _copy_bytes(cur, bookcopy.QUOTE_STATEMENT, result.copied.quotes)
         _copy(
             cur,
             "tick_size_change_rows",
@@ -178,17 +172,17 @@ class ChangeStream:
     def write(self, result: BookResult) -> None:
         """COPY the price changes of ``result``: its rows and its COPY rows."""
         copied = result.copied
-        if not result.changes and not copied.rows:
+        if not result.changes and not copied.change_rows:
             return
         data = bytearray()
         if self._copy is None:
             self._cur = self._conn.cursor()
-            self._copy = self._stack.enter_context(self._cur.copy(bookcopy.STATEMENT))
+            self._copy = self._stack.enter_context(self._cur.copy(bookcopy.CHANGE_STATEMENT))
             data += bookcopy.SIGNATURE
         bookcopy.encode_changes(
             _change_rows(result.changes, self._segment_id, self._key, self._tokens), data
         )
-        data += copied.data
+        data += copied.changes
         self._copy.write(data)
         known, pending, fresh = self._keys.known, self._keys.pending, self._fresh
         for pair, k in copied.pairs():
@@ -228,14 +222,17 @@ class ChangeStream:
 
 def copy_changes(cur: psycopg.Cursor[Any], result: BookResult, segment_id: int, key: Any) -> None:
     """One COPY of the price changes of ``result`` (rows and COPY rows), if it has any."""
-    if not result.changes and not result.copied.rows:
+    if not result.changes and not result.copied.change_rows:
         return
-    data = bytearray(bookcopy.SIGNATURE)
+    data = bytearray()
     bookcopy.encode_changes(_change_rows(result.changes, segment_id, key, {}), data)
-    data += result.copied.data
-    data += bookcopy.TRAILER
-    with cur.copy(bookcopy.STATEMENT) as copy:
-        copy.write(data)
+    _copy_bytes(cur, bookcopy.CHANGE_STATEMENT, data + result.copied.changes)
+
+
+def _copy_bytes(cur: psycopg.Cursor[Any], statement: str, rows: bytearray) -> None:
+    """One binary COPY of rows already encoded."""
+    with cur.copy(statement) as copy:
+        copy.write(bookcopy.SIGNATURE + rows + bookcopy.TRAILER)
 
 
 def _snapshots(result: BookResult, segment_id: int, key: Any) -> Iterable[tuple[Any, ...]]:

@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 import psycopg
 
 from loader import bookload, bookstore, carry, marketstore, scan, store
-from loader.bookcopy import ChangeCopy
 from loader.books import BookResult
 from loader.bookscan import scan_books
 from loader.bookstore import BookPending
@@ -353,7 +352,7 @@ class SegmentLoader:
                     pending.add(end, result)
                     books.add(end, book_result)
                     changes.write(book_result)
-                    book_result.changes, book_result.copied = [], ChangeCopy()  # streamed
+                    book_result.drop_changes()  # streamed
                     buffer.extend(book_result)
                     self._log_errors(result.errors)
                     self.log_book_errors(book_result.errors)

@@ -155,11 +155,13 @@ trade_fields: Callable[[bytes, int, int], tuple[Any, ...] | None] | None = None
 # (row_type: loader.books.ChangeRow; ts = event_time(ms), received_at =
 # received_time(ts_ns)); else None.
 price_change_fields: Callable[..., tuple[Any, ...] | None] | None = None
-# price_change_copy(data, out, segment_id, keys, token_key): every line of the batch
-# data that price_change_fields takes, as COPY rows of price_change_rows appended to the
-# bytearray out (loader.bookcopy); (taken, rows, first_ms, last_ms, rest), rest the start
-# offsets of the other lines. None without the C build.
-price_change_copy: Callable[..., tuple[Any, ...]] | None = None
+# book_copy(data, changes, quotes, segment_id, keys, token_key): every line of the batch
+# data that price_change_fields takes, and every line of best_bid_ask events that
+# loader.bookscan.fast_quote would take, as COPY rows of price_change_rows and
+# best_bid_ask_rows appended to the bytearrays changes and quotes (loader.bookcopy);
+# (taken, change_rows, quote_rows, first_ms, last_ms, rest), rest the start offsets of
+# the other lines. None without the C build.
+book_copy: Callable[..., tuple[Any, ...]] | None = None
 if _scan is not None:
     trade_fields, price_change_fields = _scan.trade, _scan.price_changes
-    price_change_copy = _scan.price_change_copy
+    book_copy = _scan.book_copy

@@ -1,9 +1,11 @@
-"""Price changes as COPY bytes: the C encoding of a batch (loader.scan.price_change_copy)
-and the Python one (loader.bookcopy.encode_changes) against psycopg's own binary dumpers.
+"""Book rows as COPY bytes: the C encoding of a batch (loader.scan.book_copy) and the
+Python one of price changes (loader.bookcopy.encode_changes) against psycopg's own binary
+dumpers.
 
-The C encoding must take exactly the lines loader.scan.price_change_fields takes, give
-the bytes of the rows that function reads (as loader.bookstore stores them), and leave
-every other line, untouched, to the Python path.
+The C encoding must take exactly the price_change lines loader.scan.price_change_fields
+takes (but for a token seen with another market), and only best_bid_ask lines whose every
+event loader.bookscan.fast_quote takes; give the bytes of the rows those read (as
+loader.bookstore stores them); and leave every other line, untouched, to the Python path.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import json
 import random
 import struct
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from hypothesis import given, settings
@@ -22,14 +26,14 @@ from psycopg.pq import Format
 
 from bench.mix import price_change_text
 from loader import bookcopy, scan
-from loader.books import ChangeRow
-from loader.bookscan import _ms_time, _received_or_bad
+from loader.books import ChangeRow, QuoteRow
+from loader.bookscan import _BAD, _ms_time, _received_or_bad, fast_quote
 from loader.bookstore import _change_rows
 from loader.keys import token_key
 from tests.accel import not_built
 from tests.fakes.stream import Universe
 from tests.loader.helpers import BASE_NS, MARKET, real_frames
-from tests.loader.test_bookscan import TOKEN, _events
+from tests.loader.test_bookscan import TOKEN, _events, _quotes
 from tests.loader.test_scan import RECORD_TIME_EDGES
 from wal.records import encode_frame, encode_record, frame
 
@@ -37,12 +41,10 @@ NOT_BUILT = not_built("loader/_scan.c", "price changes are encoded the slower Py
 SEGMENT_ID = 7
 
 
-def _psycopg_rows(rows: list[tuple[Any, ...]]) -> bytes:
-    """The COPY rows psycopg's binary dumpers make of storage rows."""
+def _psycopg_rows(rows: list[tuple[Any, ...]], columns: tuple[tuple[str, str], ...]) -> bytes:
+    """The COPY rows psycopg's binary dumpers make of storage rows of ``columns``."""
     tx = Transformer()
-    tx.set_dumper_types(
-        [psycopg.adapters.types[kind].oid for _, kind in bookcopy.COLUMNS], Format.BINARY
-    )
+    tx.set_dumper_types([psycopg.adapters.types[kind].oid for _, kind in columns], Format.BINARY)
     out = bytearray()
     for row in rows:
         out += struct.pack("!h", len(row))
@@ -52,69 +54,98 @@ def _psycopg_rows(rows: list[tuple[Any, ...]]) -> bytes:
     return bytes(out)
 
 
-def _reference(data: bytes) -> tuple[bytes, list[int], list[ChangeRow], dict[str, Any]]:
-    """Line by line through price_change_fields: (COPY bytes, starts of the lines not
-    taken, the rows read, each token's (market, key)). A line with a token seen before
-    with another market is not taken: the Python path gives its rows."""
+def _quotes_of(line: bytes) -> list[QuoteRow] | None:
+    """The rows fast_quote gives for a frame line of best_bid_ask events, if it takes all."""
+    record = orjson.loads(line)
+    received = _received_or_bad(record.get("ts_ns"))
+    text = record.get("text")
+    if record.get("type") != "frame" or not isinstance(text, str) or received is _BAD:
+        return None
+    events = orjson.loads(text)
+    rows: list[QuoteRow] = []
+    for event in events if isinstance(events, list) else [events]:
+        if not isinstance(event, dict) or not fast_quote(event, received, rows):
+            return None
+    return rows
+
+
+@dataclass
+class Want:
+    changes: list[ChangeRow] = field(default_factory=list)
+    quotes: list[QuoteRow] = field(default_factory=list)
+    keys: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+def _expected(data: bytes, rest: list[int]) -> Want:
+    """Line by line, what the lines book_copy took must give; that it declined only
+    price_change lines with a token seen before with another market, or lines that
+    price_change_fields does not take."""
     assert scan.price_change_fields is not None, NOT_BUILT
-    rest: list[int] = []
-    read: list[ChangeRow] = []
-    keys: dict[str, Any] = {}
+    want = Want()
+    declined = set(rest)
     start = 0
     while start < len(data):
         end = data.index(b"\n", start)
         got = scan.price_change_fields(data, start, end, ChangeRow, _ms_time, _received_or_bad)
-        line_keys = dict(keys)
-        for row in got[1] if got else []:
-            pair = line_keys.setdefault(
-                row.token_id, (row.market, token_key(row.token_id, row.market))
-            )
-            if pair[0] != row.market:
-                got = None
-        if got is None:
-            rest.append(start)
+        rows: list[Any] = list(got[1]) if got else []
+        if start not in declined and got is None:
+            quotes = _quotes_of(data[start:end])
+            assert quotes is not None, data[start:end]
+            rows = quotes
+        keys, clash = dict(want.keys), False
+        for row in rows:
+            pair = (row.market, token_key(row.token_id, row.market))
+            clash = clash or keys.setdefault(row.token_id, pair)[0] != row.market
+        if start in declined:
+            assert got is None or clash, data[start:end]
         else:
-            read.extend(got[1])
-            keys = line_keys
+            assert not clash
+            want.keys = keys
+            (want.changes if got else want.quotes).extend(rows)
         start = end + 1
-    stored = list(_change_rows(read, SEGMENT_ID, token_key, {}))
-    return _psycopg_rows(stored), rest, read, keys
+    return want
 
 
 def _check(data: bytes) -> None:
-    assert scan.price_change_copy is not None, NOT_BUILT
-    want, want_rest, read, want_keys = _reference(data)
-    out, keys = bytearray(b"before"), {}
-    taken, rows, first, last, rest = scan.price_change_copy(data, out, SEGMENT_ID, keys, token_key)
-    assert bytes(out) == b"before" + want
-    assert rest == want_rest
+    assert scan.book_copy is not None, NOT_BUILT
+    changes, quotes, keys = bytearray(b"before"), bytearray(b"and"), {}
+    taken, change_rows, quote_rows, first, last, rest = scan.book_copy(
+        data, changes, quotes, SEGMENT_ID, keys, token_key
+    )
+    want = _expected(data, rest)
+    stored = list(_change_rows(want.changes, SEGMENT_ID, token_key, {}))
+    assert bytes(changes) == b"before" + _psycopg_rows(stored, bookcopy.CHANGE_COLUMNS)
+    quote_rows_stored = [
+        (q.ts, token_key(q.token_id, q.market), *q[3:], SEGMENT_ID) for q in want.quotes
+    ]
+    assert bytes(quotes) == b"and" + _psycopg_rows(quote_rows_stored, bookcopy.QUOTE_COLUMNS)
     assert taken == data.count(b"\n") - len(rest)
-    assert rows == len(read)
-    ms = [round(row.ts.timestamp() * 1000) for row in read]
+    assert (change_rows, quote_rows) == (len(want.changes), len(want.quotes))
+    ms = [round(row.ts.timestamp() * 1000) for row in [*want.changes, *want.quotes]]
     assert (first, last) == ((min(ms), max(ms)) if ms else (None, None))
-    assert keys == want_keys
+    assert keys == want.keys
     twin = bytearray()
-    assert bookcopy.encode_changes(_change_rows(read, SEGMENT_ID, token_key, {}), twin) == rows
-    assert bytes(twin) == want
+    assert bookcopy.encode_changes(stored, twin) == change_rows
+    assert bytes(twin) == bytes(changes[len(b"before") :])
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
-    st.lists(st.lists(_events(), min_size=1, max_size=3), min_size=1, max_size=4),
+    st.lists(
+        st.lists(_events(), min_size=1, max_size=3) | st.lists(_quotes(), min_size=1, max_size=2),
+        min_size=1,
+        max_size=4,
+    ),
     st.booleans(),
     st.integers(0, 2**64) | st.just(BASE_NS) | st.sampled_from(RECORD_TIME_EDGES),
 )
 def test_a_batch_encodes_as_its_lines_read_one_by_one(
     lines: list[list[dict[str, Any]]], compact: bool, ts_ns: int
 ) -> None:
+    separators = (",", ":") if compact else None
     data = b"".join(
         encode_frame(
-            ts_ns,
-            1,
-            i,
-            json.dumps(
-                events if len(events) > 1 else events[0], separators=(",", ":") if compact else None
-            ),
+            ts_ns, 1, i, json.dumps(events if len(events) > 1 else events[0], separators=separators)
         )
         for i, events in enumerate(lines)
     )
@@ -125,8 +156,13 @@ def _lines(texts: list[str]) -> bytes:
     return b"".join(encode_frame(BASE_NS + i, 2, i, text) for i, text in enumerate(texts))
 
 
-def test_the_feed_s_price_changes_are_encoded_and_the_rest_is_left() -> None:
-    assert scan.price_change_copy is not None, NOT_BUILT
+def _copy(data: bytes, keys: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    assert scan.book_copy is not None, NOT_BUILT
+    keys = {} if keys is None else keys
+    return scan.book_copy(data, bytearray(), bytearray(), 1, keys, token_key)
+
+
+def test_the_feed_s_price_changes_and_quotes_are_encoded_and_the_rest_is_left() -> None:
     universe = Universe(3)
     universe.add_markets(20)
     tokens = universe.tokens()
@@ -135,10 +171,10 @@ def test_the_feed_s_price_changes_are_encoded_and_the_rest_is_left() -> None:
     feed.append("[" + ",".join(text for text in feed[-20:] if "price_changes" in text) + "]")
     data = _lines(feed)
     starts = [0] + [i + 1 for i, byte in enumerate(data[:-1]) if byte == ord("\n")]
-    _taken, rows, _first, _last, rest = scan.price_change_copy(data, bytearray(), 1, {}, token_key)
-    assert rows > 300
+    _taken, change_rows, quote_rows, _first, _last, rest = _copy(data)
+    assert change_rows > 300 and quote_rows > 10
     left = [feed[starts.index(start)] for start in rest]
-    assert [text for text in left if '"price_changes"' in text] == []  # all of the feed's
+    assert [text for text in left if '"price_changes"' in text or "best_bid_ask" in text] == []
     others = [price_change_text(i, random.Random(i)) for i in range(100)]  # tokens' markets vary
     meta = {"type": "meta", "ts_ns": BASE_NS, "source": "s", "text": "{}"}
     data = _lines(feed + others) + encode_record(meta)
@@ -157,30 +193,50 @@ def _change_line(market: str = MARKET, token: str = TOKEN) -> bytes:
     return encode_frame(BASE_NS, 1, 0, json.dumps(event))
 
 
+def _quote_line(market: str = MARKET, spread: str = "0.2") -> bytes:
+    event = {
+        "market": market,
+        "asset_id": TOKEN,
+        "best_bid": "0.4",
+        "best_ask": "",
+        "spread": spread,
+        "timestamp": "1786728432359",
+        "event_type": "best_bid_ask",
+    }
+    return encode_frame(BASE_NS, 1, 0, json.dumps(event))
+
+
 def test_a_token_held_with_another_market_declines_the_line() -> None:
-    assert scan.price_change_copy is not None, NOT_BUILT
-    data = _change_line() + _change_line(market="0xother")
-    out, keys = bytearray(), {}
-    taken, rows, _first, _last, rest = scan.price_change_copy(data, out, 1, keys, token_key)
-    assert (taken, rows, rest) == (1, 1, [len(_change_line())])
+    data = _change_line() + _change_line(market="0xother") + _quote_line(market="0xother")
+    keys: dict[str, Any] = {}
+    taken, change_rows, quote_rows, _first, _last, rest = _copy(data, keys)
+    second = len(_change_line())
+    third = second + len(_change_line(market="0xother"))
+    assert (taken, change_rows, quote_rows, rest) == (1, 1, 0, [second, third])
     assert keys == {TOKEN: (MARKET, token_key(TOKEN, MARKET))}
-    size = len(out)
-    assert scan.price_change_copy(_change_line(market="0xother"), out, 1, keys, token_key)[4] == [0]
-    assert len(out) == size
+    assert _copy(_quote_line(market="0xother"), keys)[1:3] == (0, 0)
+    _check(data)
+
+
+def test_spreads_other_than_plain_decimals_are_left_to_python() -> None:
+    for spread in ("1e-2", "-0.01", "", "0.01"):
+        _check(_quote_line(spread=spread))
+    assert _copy(_quote_line(spread="-0.01"))[5] == [0]
+    assert _copy(_quote_line(spread=""))[2] == 1
 
 
 def test_an_error_of_the_key_function_or_the_keys_reaches_the_caller() -> None:
-    assert scan.price_change_copy is not None, NOT_BUILT
-
     def failing(token_id: str, market: str) -> int:
         raise RuntimeError("no key")
 
-    with pytest.raises(RuntimeError, match="no key"):
-        scan.price_change_copy(_change_line(), bytearray(), 1, {}, failing)
-    with pytest.raises(TypeError, match="pairs"):
-        scan.price_change_copy(_change_line(), bytearray(), 1, {TOKEN: 3}, token_key)
-    with pytest.raises(OverflowError):
-        scan.price_change_copy(_change_line(), bytearray(), 1, {}, lambda _t, _m: 2**64)
+    assert scan.book_copy is not None, NOT_BUILT
+    for line in (_change_line(), _quote_line()):
+        with pytest.raises(RuntimeError, match="no key"):
+            scan.book_copy(line, bytearray(), bytearray(), 1, {}, failing)
+        with pytest.raises(TypeError, match="pairs"):
+            _copy(line, {TOKEN: 3})
+        with pytest.raises(OverflowError):
+            scan.book_copy(line, bytearray(), bytearray(), 1, {}, lambda _t, _m: 2**64)
 
 
 def test_the_python_encoding_writes_nulls_and_text_hashes_as_psycopg_does() -> None:
@@ -192,4 +248,4 @@ def test_the_python_encoding_writes_nulls_and_text_hashes_as_psycopg_does() -> N
     ]
     out = bytearray()
     assert bookcopy.encode_changes(rows, out) == 3
-    assert bytes(out) == _psycopg_rows(rows)
+    assert bytes(out) == _psycopg_rows(rows, bookcopy.CHANGE_COLUMNS)
