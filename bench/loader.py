@@ -7,10 +7,14 @@
     hypertable against plain tables on the same server (goal >= 0.9); bytes per trade
     stored, uncompressed and compressed; ``reparse --all`` seconds per million trades on
     compressed chunks against the same reparse on uncompressed chunks, and the table's
-    size after the reparse against before (goal <= 1.5).
+    size after the reparse against before (goal <= 1.5);
+(c) ``loader run --books`` on a book-heavy mix: price-change rows/s against a bare binary
+    COPY of the same rows into a table LIKE price_change_rows (goal >= 0.5), and the rest
+    bench/books.py lists (``--books-only`` runs this part alone).
 
 Trades are shaped like the real ``last_trade_price`` frames (bench/feed.py). Writes the
-``loader`` and ``loader_timescaledb`` sections of bench/results.json; the flags scale it.
+``loader_books``, ``loader`` and ``loader_timescaledb`` sections of bench/results.json;
+the flags scale it.
 """
 
 from __future__ import annotations
