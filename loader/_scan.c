@@ -11,11 +11,13 @@
  *            quotes, and, when some line lacks FRAME_PREFIX, every such line
  *   markets  start offsets, ascending, of the lines holding a MARKET needle below
  *
- * Only reads data; holds no reference past the call; releases the GIL while it looks.
+ * lines() only reads data, holds no reference past the call and releases the GIL while
+ * it looks; the readers of single lines and book_copy() hold the GIL throughout.
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
 #include <Python.h>
+#include <float.h>
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
@@ -327,7 +329,9 @@ static int plain_decimal(const Field *f, double *out) {
         return 0;
     /* Exactly float(text) when the digits make an integer below 2**53 and at most 22 of
      * them follow the point: both m and 10**k are doubles exactly, and IEEE division
-     * rounds m / 10**k correctly (Clinger's fast path). */
+     * rounds m / 10**k correctly (Clinger's fast path), where doubles are computed as
+     * doubles (not on x87, whose extended precision would round twice). */
+#if FLT_EVAL_METHOD == 0
     static const double POW10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
@@ -347,6 +351,7 @@ static int plain_decimal(const Field *f, double *out) {
         *out = (double)m / POW10[fraction];
         return 1;
     }
+#endif
     char text[MAX_NUMBER_CHARS + 1];
     memcpy(text, f->p, (size_t)f->len);
     text[f->len] = 0;
@@ -846,6 +851,7 @@ done:
  * ascending, of every other line.
  */
 #define PG_EPOCH_US 946684800000000LL /* 2000-01-01 in Unix microseconds */
+/* An upper bound: at most one of the two hash fields holds bytes. */
 #define MAX_ROW_BYTES (2 + 8 * 12 + 5 + 4 + MAX_TEXT_CHARS / 2 + 4 + MAX_TEXT_CHARS)
 
 typedef struct {
@@ -1182,10 +1188,18 @@ static PyObject *book_copy(PyObject *self, PyObject *args) {
             }
             Py_DECREF(start);
         }
-        p = line_end + 1;
+        p = nl ? nl + 1 : end;
     }
-    if (append(changes_out, &changes) < 0 || append(quotes_out, &quotes) < 0)
+    Py_ssize_t had = PyByteArray_GET_SIZE(changes_out);
+    if (append(changes_out, &changes) < 0)
         goto done;
+    if (append(quotes_out, &quotes) < 0) { /* neither, then */
+        PyObject *type, *value, *trace;
+        PyErr_Fetch(&type, &value, &trace);
+        PyByteArray_Resize(changes_out, had);
+        PyErr_Restore(type, value, trace);
+        goto done;
+    }
     result = Py_BuildValue("(nnnNNO)", taken, c.rows, c.quote_rows, ms_or_none(c.first_ms),
                            ms_or_none(c.last_ms), rest);
 done:

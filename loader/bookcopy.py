@@ -66,10 +66,11 @@ _LENGTH = struct.Struct("!i")
 _BUY, _SELL = b"\x00\x00\x00\x01\x01", b"\x00\x00\x00\x01\x00"
 
 
-def encode_changes(rows: Iterable[tuple[Any, ...]], out: bytearray) -> int:
+def encode_changes(rows: Iterable[tuple[Any, ...]], out: bytearray, encoding: str = "utf-8") -> int:
     """Append the COPY rows of storage rows (``loader.bookstore``'s: ts, token key, price,
     size, best bid, best ask, received_at, segment id, buy, hash bytes, hash text) to
-    ``out``; the number of rows."""
+    ``out``, texts in the connection's ``encoding`` (a Python codec name, as psycopg's
+    ``conn.info.encoding``); the number of rows."""
     count = 0
     pack_row, pack_length, null = _ROW.pack, _LENGTH.pack, _NULL
     last_ts = last_received = None
@@ -96,7 +97,7 @@ def encode_changes(rows: Iterable[tuple[Any, ...]], out: bytearray) -> int:
             out += raw
             out += null
         else:
-            for value in (raw, None if text is None else text.encode()):
+            for value in (raw, None if text is None else text.encode(encoding)):
                 if value is None:
                     out += null
                 else:

@@ -180,7 +180,9 @@ class ChangeStream:
             self._copy = self._stack.enter_context(self._cur.copy(bookcopy.CHANGE_STATEMENT))
             data += bookcopy.SIGNATURE
         bookcopy.encode_changes(
-            _change_rows(result.changes, self._segment_id, self._key, self._tokens), data
+            _change_rows(result.changes, self._segment_id, self._key, self._tokens),
+            data,
+            self._conn.info.encoding,
         )
         data += copied.changes
         self._copy.write(data)
@@ -225,7 +227,8 @@ def copy_changes(cur: psycopg.Cursor[Any], result: BookResult, segment_id: int, 
     if not result.changes and not result.copied.change_rows:
         return
     data = bytearray()
-    bookcopy.encode_changes(_change_rows(result.changes, segment_id, key, {}), data)
+    rows = _change_rows(result.changes, segment_id, key, {})
+    bookcopy.encode_changes(rows, data, cur.connection.info.encoding)
     _copy_bytes(cur, bookcopy.CHANGE_STATEMENT, data + result.copied.changes)
 
 

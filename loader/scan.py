@@ -158,7 +158,8 @@ price_change_fields: Callable[..., tuple[Any, ...] | None] | None = None
 # book_copy(data, changes, quotes, segment_id, keys, token_key): every line of the batch
 # data that price_change_fields takes, and every line of best_bid_ask events that
 # loader.bookscan.fast_quote would take, as COPY rows of price_change_rows and
-# best_bid_ask_rows appended to the bytearrays changes and quotes (loader.bookcopy);
+# best_bid_ask_rows appended to the bytearrays changes and quotes (loader.bookcopy),
+# but for a line with a token that keys holds with another market;
 # (taken, change_rows, quote_rows, first_ms, last_ms, rest), rest the start offsets of
 # the other lines. None without the C build.
 book_copy: Callable[..., tuple[Any, ...]] | None = None

@@ -249,3 +249,6 @@ def test_the_python_encoding_writes_nulls_and_text_hashes_as_psycopg_does() -> N
     out = bytearray()
     assert bookcopy.encode_changes(rows, out) == 3
     assert bytes(out) == _psycopg_rows(rows, bookcopy.CHANGE_COLUMNS)
+    latin = bytearray()
+    bookcopy.encode_changes(rows[2:], latin, "iso8859-1")  # the connection's encoding
+    assert latin.endswith(struct.pack("!i", 4) + "AB é".encode("iso8859-1"))
