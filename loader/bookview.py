@@ -80,9 +80,12 @@ def book_at(conn: psycopg.Connection, token_id: str, at: datetime) -> BookAt:
             (token_id, at),
         ).fetchone()
         if found is None:
+            loaded = conn.execute("SELECT EXISTS (SELECT FROM book_snapshot_rows)").fetchone()
+            hint = (
+                "" if loaded and loaded[0] else " (book tables are loaded by `loader run --books`)"
+            )
             raise NoBookError(
-                f"no book snapshot of token {token_id} at or before {at.isoformat()} "
-                "(book tables are loaded by `loader run --books`)"
+                f"no book snapshot of token {token_id} at or before {at.isoformat()}{hint}"
             )
         snap_ts, snap_received, applied = found[0], found[1], 0
     book = BookAt(token_id, at, snap_ts, snap_received, int(applied))

@@ -260,7 +260,7 @@ class Runner:
         if state.tries:
             store.clear_unreadable(conn, state.id)
         log.info(
-            "segment %s %s: %d trades, %d invalid",
+            "segment %s %s: %d trades, %d invalid trades",
             outcome.name,
             outcome.status,
             outcome.trades,

@@ -54,8 +54,19 @@ def _dumps(obj: Any, rng: random.Random) -> str:
 
 
 def _price(rng: random.Random) -> str:
-    text = f"{rng.randint(1, 99) / 100:.2f}".rstrip("0")
+    return _cents(rng.randint(1, 99), rng)
+
+
+def _cents(cents: int, rng: random.Random) -> str:
+    text = f"{cents / 100:.2f}".rstrip("0")
     return text[1:] if rng.random() < 0.1 else text  # ".48" happens live
+
+
+def _quote(rng: random.Random) -> tuple[str, str, str]:
+    """(best bid, best ask, spread): the bid below the ask, as in a live book."""
+    bid = rng.randint(1, 97)
+    spread = rng.randint(1, 2)
+    return _cents(bid, rng), _cents(bid + spread, rng), f"{spread / 100:.2f}"
 
 
 @dataclass
@@ -147,18 +158,20 @@ class Universe:
     def price_change(self, token: str) -> dict[str, Any]:
         r = self.rng
         market = self.by_token[token]
-        changes = [
-            {
-                "asset_id": t,
-                "price": _price(r),
-                "size": r.choice(["0", str(r.randint(1, 900))]),
-                "side": r.choice(["BUY", "SELL"]),
-                "hash": f"{r.getrandbits(160):040x}",
-                "best_bid": _price(r),
-                "best_ask": _price(r),
-            }
-            for t in market.tokens[: r.randint(1, 2)]
-        ]
+        changes = []
+        for t in market.tokens[: r.randint(1, 2)]:
+            bid, ask, _spread = _quote(r)
+            changes.append(
+                {
+                    "asset_id": t,
+                    "price": _price(r),
+                    "size": r.choice(["0", str(r.randint(1, 900))]),
+                    "side": r.choice(["BUY", "SELL"]),
+                    "hash": f"{r.getrandbits(160):040x}",
+                    "best_bid": bid,
+                    "best_ask": ask,
+                }
+            )
         return {
             "market": market.condition_id,
             "price_changes": changes,
@@ -170,12 +183,13 @@ class Universe:
         r = self.rng
         market = self.by_token[token]
         if custom and r.random() < 0.7:
+            bid, ask, spread = _quote(r)
             return {
                 "market": market.condition_id,
                 "asset_id": token,
-                "best_bid": "0.58",
-                "best_ask": "0.6",
-                "spread": "0.02",
+                "best_bid": bid,
+                "best_ask": ask,
+                "spread": spread,
                 "timestamp": self._tick(),
                 "event_type": "best_bid_ask",
             }
