@@ -42,7 +42,7 @@ BOOK_FRAMES = 200_000
 BOOK_TRADE_SHARE = 0.01  # book events are >99% of rows in other archives
 BOOK_ASSETS = 400
 GOAL_BOOK_RATIO = 0.5
-ROUNDS = 2
+ROUNDS = 3
 FEED_ROWS_PER_S = 1_000  # the stated feed rate for bytes per day: price-change rows/s
 
 
