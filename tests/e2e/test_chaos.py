@@ -152,7 +152,10 @@ def test_chaos_loses_nothing_outside_recorded_gaps(tmp_path, pg_server, fresh_db
 
     records = [r for p in list_sealed(wal_dir) for _, r in SegmentReader(p).records()]
     assert sum(1 for r in records if r["type"] == "stall") >= 1, "the silence watchdog never fired"
-    assert sum(1 for r in records if r["type"] == "seal" and r.get("recovered")) >= 3
+    # Each of the 3 capture kills left an open segment that the restart recovered: sealed
+    # it, or, killed between the seal and the rename, only renamed it (said in its log).
+    renamed = (tmp_path / "capture.log").read_text().count("already sealed, renamed")
+    assert sum(1 for r in records if r["type"] == "seal" and r.get("recovered")) + renamed >= 3
     gaps = find_gaps(records, kills)
     entries = [json.loads(line) for line in exchange.record.read_text().splitlines() if line]
     pairs = pair_connections(entries, records)
