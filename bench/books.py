@@ -65,12 +65,9 @@ def books_load(dsn: str, wal_dir: Path) -> tuple[float, int]:
     return changes / elapsed, changes
 
 
-def bare_changes_rate(dsn: str, wal_dir: Path, *, like_loader: bool = True) -> float:
-    """Rows/s of a bare binary COPY of the load's price-change rows, parsed and encoded
-    beforehand (the client only sends bytes): into a table made LIKE price_change_rows,
-    its NOT NULLs and indexes included (``like_loader``, the goal's baseline: what the
-    server alone can do for the loader), or into an UNLOGGED table of the same columns
-    without indexes."""
+def encoded_changes(wal_dir: Path) -> tuple[int, list[bytearray]]:
+    """The load's price-change rows, parsed and encoded as binary COPY data beforehand,
+    in chunks of 100,000 rows (one COPY each): (rows, chunks)."""
     result = BookResult()
     for path in sorted(wal_dir.iterdir()):
         for _end, (_trades, books) in read_book_batches(path, 0, CURRENT_PARSER):
@@ -82,25 +79,32 @@ def bare_changes_rate(dsn: str, wal_dir: Path, *, like_loader: bool = True) -> f
         data = bytearray(bookcopy.SIGNATURE)
         bookcopy.encode_changes(rows[i : i + step], data)
         chunks.append(data + bookcopy.TRAILER)
+    return len(rows), chunks
+
+
+def bare_changes_rate(
+    dsn: str, encoded: tuple[int, list[bytearray]], *, like_loader: bool = True
+) -> float:
+    """Rows/s of a bare binary COPY of the ``encoded`` rows (the client only sends
+    bytes): into a table made LIKE price_change_rows, its NOT NULLs and indexes included
+    (``like_loader``, the goal's baseline: what the server alone can do for the loader),
+    or into an UNLOGGED table of the same columns without indexes."""
+    rows, chunks = encoded
     body = ", ".join(f"{name} {kind}" for name, kind in bookcopy.CHANGE_COLUMNS)
-    names = ", ".join(name for name, _ in bookcopy.CHANGE_COLUMNS)
     with psycopg.connect(dsn) as conn:
         if like_loader:
             conn.execute("CREATE TABLE bench_changes (LIKE price_change_rows INCLUDING ALL)")
         else:
             conn.execute(f"CREATE UNLOGGED TABLE bench_changes ({body})")
         conn.commit()
+        statement = bookcopy.statement("bench_changes", bookcopy.CHANGE_COLUMNS)
         start = time.perf_counter()
         for data in chunks:
-            with (
-                conn.transaction(),
-                conn.cursor() as cur,
-                cur.copy(f"COPY bench_changes ({names}) FROM STDIN (FORMAT BINARY)") as copy,
-            ):
+            with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
                 copy.write(data)
         elapsed = time.perf_counter() - start
         conn.execute("DROP TABLE bench_changes")
-    return len(rows) / elapsed
+    return rows / elapsed
 
 
 def _fresh_pg(dsn: str) -> None:
@@ -163,12 +167,13 @@ def books_section(work: Path, frames: int = BOOK_FRAMES, trades: int = 300_000) 
     try:
         dsn = pgserver.start(datadir)
         rates, same, unindexed = [], [], []
+        encoded = encoded_changes(book_dir)
         for _ in range(ROUNDS):  # alternated, best of each: the machine is shared
             _fresh_pg(dsn)
             rate, changes = books_load(dsn, book_dir)
             rates.append(rate)
-            same.append(bare_changes_rate(dsn, book_dir))
-            unindexed.append(bare_changes_rate(dsn, book_dir, like_loader=False))
+            same.append(bare_changes_rate(dsn, encoded))
+            unindexed.append(bare_changes_rate(dsn, encoded, like_loader=False))
         rate, bare, loose = max(rates), max(same), max(unindexed)
         with psycopg.connect(dsn) as conn:
             row = conn.execute(
