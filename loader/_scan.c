@@ -763,6 +763,45 @@ static int change_event(const char **pp, const char *end, Entries *entries, Out 
     return 1;
 }
 
+/* The events of a frame's text, one object or an array of them, each handed in turn to
+ * event(pp, end, context): 1 when it took every one and nothing else follows, 0 when it
+ * declined one or the text is no such list, -1 on an error (set). */
+typedef int (*EachEvent)(const char **pp, const char *end, void *context);
+
+static int each_event(const char *q, const char *end, EachEvent event, void *context) {
+    SKIP(q, end);
+    int array = q < end && *q == '[';
+    if (array)
+        q++;
+    for (;;) {
+        int taken = event(&q, end, context);
+        if (taken != 1)
+            return taken;
+        SKIP(q, end);
+        if (!array)
+            break;
+        if (q < end && *q == ',') {
+            q++;
+            continue;
+        }
+        if (q == end || *q++ != ']')
+            return 0;
+        break;
+    }
+    SKIP(q, end);
+    return q == end;
+}
+
+typedef struct {
+    Entries *entries;
+    Out *out;
+} RowsContext;
+
+static int rows_event(const char **pp, const char *end, void *context) {
+    RowsContext *r = context;
+    return change_event(pp, end, r->entries, r->out);
+}
+
 static PyObject *price_changes(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer buf;
@@ -795,30 +834,11 @@ static PyObject *price_changes(PyObject *self, PyObject *args) {
     out.received = PyObject_CallFunction(received_time, "L", ft.ts_ns);
     if (out.received == NULL)
         goto done;
-    const char *q = ft.text, *text_end = ft.end;
-    SKIP(q, text_end);
-    int array = q < text_end && *q == '[';
-    if (array)
-        q++;
-    for (;;) {
-        int taken = change_event(&q, text_end, entries, &out);
-        if (taken < 0)
-            goto done;
-        if (taken == 0)
-            goto decline;
-        SKIP(q, text_end);
-        if (!array)
-            break;
-        if (q < text_end && *q == ',') {
-            q++;
-            continue;
-        }
-        if (q == text_end || *q++ != ']')
-            goto decline;
-        break;
-    }
-    SKIP(q, text_end);
-    if (q != text_end)
+    RowsContext context = {entries, &out};
+    int taken = each_event(ft.text, ft.end, rows_event, &context);
+    if (taken < 0)
+        goto done;
+    if (taken == 0)
         goto decline;
     result = Py_BuildValue("(LO)", ft.conn, out.rows);
     goto done;
@@ -1070,6 +1090,18 @@ static int quote_event(const char **pp, const char *end, Entries *entries, Copy 
 
 typedef int (*EventCopy)(const char **pp, const char *end, Entries *entries, Copy *c, Buf *b);
 
+typedef struct {
+    EventCopy event;
+    Entries *entries;
+    Copy *c;
+    Buf *b;
+} CopyContext;
+
+static int copy_event_of(const char **pp, const char *end, void *context) {
+    CopyContext *k = context;
+    return k->event(pp, end, k->entries, k->c, k->b);
+}
+
 /* The line [p, end): its rows onto changes (price_change events, as price_changes()
  * would take them) or quotes (best_bid_ask events). 1 taken, 0 declined (all as it was),
  * -1 on an error (set). */
@@ -1094,29 +1126,8 @@ static int copy_line(const char *p, const char *end, Entries *entries, Copy *c, 
     if (!frame_text(p, end, &ft))
         goto done;
     c->received_us = ft.ts_ns / 1000 - PG_EPOCH_US;
-    const char *q = ft.text, *text_end = ft.end;
-    SKIP(q, text_end);
-    int array = q < text_end && *q == '[';
-    if (array)
-        q++;
-    for (;;) {
-        taken = event(&q, text_end, entries, c, b);
-        if (taken != 1)
-            goto done;
-        SKIP(q, text_end);
-        if (!array)
-            break;
-        if (q < text_end && *q == ',') {
-            q++;
-            continue;
-        }
-        if (q == text_end || *q++ != ']')
-            taken = 0;
-        break;
-    }
-    SKIP(q, text_end);
-    if (q != text_end)
-        taken = 0;
+    CopyContext context = {event, entries, c, b};
+    taken = each_event(ft.text, ft.end, copy_event_of, &context);
 done:
     if (taken != 1) { /* nothing of a declined line */
         for (Py_ssize_t i = PyList_GET_SIZE(c->added); taken == 0 && i > added; i--)
